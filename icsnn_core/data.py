@@ -1,0 +1,298 @@
+"""Datasets held in memory as tensors, batched and augmented on the tensors' own device.
+
+Sources: scikit-learn's digits (embedded, no download: the default); CIFAR-10 / CIFAR-100 from the
+``cifar-10-batches-py`` / ``cifar-100-python`` pickle folders, from an image-folder layout
+(``train/<class>/*.jpg``, ``test/<class>/*.jpg``, as in the JPEG copy ``cifar10-jpeg.tar.xz``), from
+that archive itself, or through torchvision's own classes when the user asks to download; Fashion-MNIST
+from its IDX files. Images are kept in [0, 1] (``uint8`` plus a scale); per-channel normalisation lives
+in the model (:class:`icsnn_core.models.Normalize`), with mean/std measured on the training split.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import shutil
+import socket
+import struct
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError
+
+DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass
+class Split:
+    """One split: images ``x`` (``uint8`` or float, ``[N, C, H, W]``; ``x * scale`` is in [0, 1]) and labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    scale: float
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def images(self, idx: torch.Tensor | slice | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+        x = self.x if idx is None else self.x[idx]
+        return x.to(device).float().mul_(self.scale)
+
+    def subset(self, n: int | None) -> "Split":
+        """The first ``n`` samples (all when ``n`` is None or larger than the split)."""
+        if n is None or n >= len(self):
+            return self
+        if n <= 0:
+            raise ConfigError(f"a subset needs at least one sample, got n={n}")
+        return Split(self.x[:n], self.y[:n], self.scale)
+
+
+@dataclass
+class Dataset:
+    """A dataset's train and test splits with what a model needs to know about them."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    source: str  # where the images came from, recorded with every result
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.mean:
+            self.mean, self.std = channel_stats(self.train)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.x.shape[-1])
+
+
+def channel_stats(split: Split, max_images: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of the first ``max_images`` images, in [0, 1] units."""
+    x = split.images(slice(0, max_images)).double()
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+# --- batching and augmentation -------------------------------------------------------------------
+
+def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+            augment: bool = False, device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(images in [0, 1], labels)`` on ``device``; shuffling and augmentation draw from ``generator``."""
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        x = split.images(idx, device)
+        if augment:
+            x = random_crop_flip(x, generator)
+        yield x, split.y[idx].to(device)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, padding: int = 4) -> torch.Tensor:
+    """Random crop after zero padding plus random horizontal flip, per sample, vectorised on x's device.
+
+    Random draws come from the CPU ``generator`` so that results do not depend on the device.
+    """
+    b, c, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
+    return padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+
+
+# --- loaders ---------------------------------------------------------------------------------------
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False,
+                 seed: int = 0) -> Dataset:
+    """Load a dataset by name; ``root`` is a folder (or, for CIFAR-10, the JPEG archive) holding it.
+
+    ``download=True`` lets torchvision try to fetch CIFAR; without network that fails at once with a
+    message saying how to supply a local copy. ``seed`` fixes the train/test split of ``digits``.
+    """
+    if name == "digits":
+        return load_digits(seed)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, root, download=download)
+    if name == "fashion-mnist":
+        return load_fashion_mnist(root or FASHION_MNIST_DIR)
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits (ships with the package), split 80/20 per class with ``seed``."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    train_idx, test_idx = [], []
+    for c in range(10):  # stratified: the same fraction of every class in the test split
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_test = int(round(len(idx) * test_fraction))
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    tr = torch.cat(train_idx)[torch.randperm(sum(len(i) for i in train_idx), generator=g)]
+    te = torch.sort(torch.cat(test_idx)).values
+    return Dataset("digits", Split(x[tr], y[tr], 1.0), Split(x[te], y[te], 1.0), 10,
+                   source=f"sklearn.datasets.load_digits (scikit-learn), stratified 80/20 split, seed {seed}")
+
+
+def _missing(name: str, root: object, what: str) -> DataError:
+    hint = {
+        "cifar10": "pass --data-root pointing to a folder with cifar-10-batches-py/ (the python pickle batches), "
+                   "to an image folder with train/<class>/*.jpg and test/<class>/*.jpg, or to the "
+                   "cifar10-jpeg.tar.xz archive; or pass --download where the internet is reachable",
+        "cifar100": "pass --data-root pointing to a folder with cifar-100-python/ (train, test pickles); or "
+                    "pass --download where the internet is reachable",
+        "fashion-mnist": "pass --data-root pointing to the folder of the IDX files "
+                         "(train-images-idx3-ubyte[.gz] etc.; on Debian: apt-get install dataset-fashion-mnist)",
+    }[name]
+    return DataError(f"{name}: {what} (looked in {root}). Fix: {hint}")
+
+
+def load_cifar(name: str, root: str | os.PathLike | None, *, download: bool = False) -> Dataset:
+    if root is None and not download:
+        raise _missing(name, "no --data-root given", "no local copy named")
+    root_path = Path(root) if root is not None else Path("data")
+    if root_path.is_file() and root_path.name.endswith((".tar.xz", ".tar.gz", ".tgz", ".tar")):
+        root_path = extract_archive(root_path, cache_dir())
+    pickle_dir = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    for candidate in (root_path / pickle_dir, root_path):
+        if (candidate / ("test_batch" if name == "cifar10" else "test")).exists():
+            return _cifar_from_pickles(name, candidate)
+    for candidate in (root_path, *sorted(p for p in root_path.glob("*") if p.is_dir())):
+        if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            return _cifar_from_image_folder(name, candidate)
+    if download:
+        return _cifar_from_torchvision(name, root_path)
+    raise _missing(name, root_path, "no pickle batches and no train/ + test/ image folders found")
+
+
+def _cifar_from_pickles(name: str, folder: Path) -> Dataset:
+    files = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if name == "cifar10" else (["train"], ["test"])
+    label_key = b"labels" if name == "cifar10" else b"fine_labels"
+    splits = []
+    for group in files:
+        xs, ys = [], []
+        for f in group:
+            path = folder / f
+            if not path.exists():
+                raise _missing(name, folder, f"file {f} is missing from the pickle folder")
+            with open(path, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")  # the official CIFAR format; only load trusted copies
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[label_key], dtype=np.int64))
+        splits.append(Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), 1 / 255))
+    return Dataset(name, splits[0], splits[1], 10 if name == "cifar10" else 100, source=f"pickle batches in {folder}")
+
+
+def _cifar_from_image_folder(name: str, folder: Path) -> Dataset:
+    from PIL import Image
+
+    classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
+    expected = 10 if name == "cifar10" else 100
+    if len(classes) != expected:
+        raise _missing(name, folder, f"train/ holds {len(classes)} class folders, expected {expected}")
+    splits = []
+    for part in ("train", "test"):
+        xs, ys = [], []
+        for label, cls in enumerate(classes):
+            d = folder / part / cls
+            files = sorted(d.glob("*.jpg")) + sorted(d.glob("*.png")) if d.is_dir() else []
+            if not files:
+                raise _missing(name, folder, f"{part}/{cls}/ is missing or holds no images")
+            for f in files:
+                with Image.open(f) as im:
+                    xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            ys += [label] * len(files)
+        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+        splits.append(Split(x, torch.tensor(ys, dtype=torch.long), 1 / 255))
+    return Dataset(name, splits[0], splits[1], expected, source=f"image folder {folder}")
+
+
+def _cifar_from_torchvision(name: str, root: Path) -> Dataset:
+    try:
+        from torchvision import datasets as tvd  # optional: may fail to import on a CPU-only torch
+    except Exception as e:  # noqa: BLE001 - any import failure means: not available here
+        raise _missing(name, root, f"--download needs torchvision, which failed to import ({e})") from e
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)  # fail fast instead of hanging where the host is unreachable
+    try:
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as e:  # noqa: BLE001
+        raise _missing(name, root, f"download failed ({type(e).__name__}: {e})") from e
+    finally:
+        socket.setdefaulttimeout(old)
+    return load_cifar(name, root)
+
+
+def cache_dir() -> Path:
+    """Where archives are extracted: ``$ICSNN_DATA_CACHE`` or ``./data`` (never next to the archive)."""
+    return Path(os.environ.get("ICSNN_DATA_CACHE", "data"))
+
+
+def extract_archive(archive: Path, dest: Path) -> Path:
+    """Extract ``archive`` into ``dest/<archive stem>`` once (atomically: a temp folder, then a rename)."""
+    stem = archive.name.split(".tar")[0].split(".tgz")[0]
+    target = dest / stem
+    if target.exists():
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{stem}-"))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        inner = [p for p in tmp.iterdir()]
+        os.replace(inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file. Fix: point --data-root at the original files")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(root: str | os.PathLike) -> Dataset:
+    root = Path(root)
+    arrays = {}
+    for key, stem in (("xtr", "train-images-idx3-ubyte"), ("ytr", "train-labels-idx1-ubyte"),
+                      ("xte", "t10k-images-idx3-ubyte"), ("yte", "t10k-labels-idx1-ubyte")):
+        path = next((p for p in (root / stem, root / f"{stem}.gz") if p.exists()), None)
+        if path is None:
+            raise _missing("fashion-mnist", root, f"{stem}[.gz] is missing")
+        arrays[key] = _read_idx(path)
+    tr = Split(torch.from_numpy(arrays["xtr"].copy()).unsqueeze(1), torch.from_numpy(arrays["ytr"].astype(np.int64)), 1 / 255)
+    te = Split(torch.from_numpy(arrays["xte"].copy()).unsqueeze(1), torch.from_numpy(arrays["yte"].astype(np.int64)), 1 / 255)
+    return Dataset("fashion-mnist", tr, te, 10, source=f"IDX files in {root}")

@@ -1,0 +1,122 @@
+"""Conversion methods by name, with the options that change their numbers.
+
+The paper's methods (Sec. 4.2.1): ``snn`` (plain conversion, v(0) = 0), ``i-snn`` (initialised potential,
+Algorithm 2, or Algorithm 1 with ``init="weight"``), ``c-snn`` (coding compensation alone), ``ic-snn``
+(Algorithm 3: both). Each method sets the neurons' v(0) for a horizon T; simulation is the same for all.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from .calibration import (COMPENSATIONS, GRANULARITIES, RESIDUALS, coding_compensation, data_based_init,
+                          set_initial_potential, weight_based_init)
+from .data import Split
+from .errors import ConfigError
+from .neuron import neurons
+
+METHODS = ("snn", "i-snn", "c-snn", "ic-snn")
+INITS = ("data", "weight")
+# the options each method reads; the others are left empty in results
+_OPTIONS = {
+    "snn": (),
+    "i-snn": ("init", "residual", "granularity", "calib_images"),
+    "c-snn": ("compensation",),
+    "ic-snn": ("init", "compensation", "residual", "granularity", "calib_images"),
+}
+_DATA_ONLY = ("residual", "calib_images")  # options that exist only with init="data"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method and the readings of the paper's ambiguous points it uses (None where they do not apply)."""
+
+    name: str
+    init: str | None = None
+    compensation: str | None = None
+    residual: str | None = None
+    granularity: str | None = None
+    calib_images: int | None = None
+
+    @classmethod
+    def make(cls, name: str, *, init: str = "data", compensation: str = "printed", residual: str = "raw",
+             granularity: str = "layer", calib_images: int = 512) -> "Method":
+        """Build a method, validating every option and blanking those it does not read."""
+        if name not in METHODS:
+            raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+        for value, allowed, what in ((init, INITS, "init"), (compensation, COMPENSATIONS, "compensation"),
+                                     (residual, RESIDUALS, "residual"), (granularity, GRANULARITIES, "granularity")):
+            if value not in allowed:
+                raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+        if isinstance(calib_images, bool) or not isinstance(calib_images, int) or calib_images <= 0:
+            raise ConfigError(f"calib_images must be a positive integer, got {calib_images!r}")
+        if init == "weight" and granularity == "neuron":
+            raise ConfigError("init='weight' (Algorithm 1) has no per-neuron reading; use granularity layer or channel")
+        given = dict(init=init, compensation=compensation, residual=residual, granularity=granularity,
+                     calib_images=calib_images)
+        used = set(_OPTIONS[name]) - (set(_DATA_ONLY) if init == "weight" else set())
+        return cls(name, **{k: (v if k in used else None) for k, v in given.items()})
+
+    def with_options(self, **options: object) -> "Method":
+        current = {k: v for k, v in asdict(self).items() if v is not None and k != "name"}
+        return Method.make(self.name, **{**current, **options})
+
+    @property
+    def label(self) -> str:
+        """A short unique name, e.g. ``ic-snn[init=data,compensation=printed,...]``."""
+        opts = ",".join(f"{k}={v}" for k, v in asdict(self).items() if k != "name" and v is not None)
+        return f"{self.name}[{opts}]" if opts else self.name
+
+    @property
+    def depends_on_T(self) -> bool:
+        """Whether v(0) depends on the horizon T; if not, one long simulation serves every T."""
+        return self.name != "snn"
+
+    def options(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+    def apply(self, model: nn.Module, T: int, calib: Split | None = None, *, image_shape: tuple[int, ...] | None = None,
+              **sim: object) -> None:
+        """Set every neuron's v(0) as this method prescribes for horizon ``T``.
+
+        ``calib`` holds training images (never test images); ``sim`` passes batch_size / max_fold / device /
+        coding / seed to the calibration simulation.
+        """
+        count = len(list(neurons(model)))
+        if self.name == "snn":
+            v0 = [0.0] * count
+        elif self.name == "c-snn":
+            v0 = coding_compensation(model, None, T, compensation=self.compensation, init="none")
+        elif self.init == "weight":
+            if image_shape is None:
+                raise ConfigError("Algorithm 1 (init='weight') needs image_shape")
+            if self.name == "i-snn":
+                v0 = weight_based_init(model, T, image_shape, self.granularity)
+            else:
+                v0 = coding_compensation(model, None, T, compensation=self.compensation, init="weight",
+                                         image_shape=image_shape, granularity=self.granularity)
+        else:
+            if calib is None:
+                raise ConfigError(f"{self.name} with init='data' needs calibration images from the training split")
+            data = calib.subset(self.calib_images)
+            opts = dict(residual=self.residual, granularity=self.granularity, **sim)
+            if self.name == "i-snn":
+                v0 = data_based_init(model, data, T, **opts)
+            else:
+                v0 = coding_compensation(model, data, T, compensation=self.compensation, init="data", **opts)
+        set_initial_potential(model, v0)
+
+
+def paper_variants(calib_images: int, small_calib: int) -> list[Method]:
+    """The paper's methods as printed, then each ambiguous point changed one at a time."""
+    i_snn = Method.make("i-snn", calib_images=calib_images)
+    ic_snn = Method.make("ic-snn", calib_images=calib_images)
+    one_at_a_time = [dict(residual="clip"), dict(residual="fired"), dict(granularity="channel"),
+                     dict(granularity="neuron"), dict(calib_images=small_calib), dict(init="weight")]
+    variants = [Method.make("snn"), i_snn, *[i_snn.with_options(**o) for o in one_at_a_time],
+                Method.make("c-snn"), Method.make("c-snn", compensation="potential"),
+                ic_snn, ic_snn.with_options(compensation="potential"),
+                *[ic_snn.with_options(**o) for o in one_at_a_time]]
+    return list(dict.fromkeys(variants))  # keep order, drop duplicates
+

@@ -1,0 +1,129 @@
+"""The end-to-end runs that the CLI and the notebooks share: train, convert, evaluate every method at every T.
+
+Results are merged into ``results.csv`` / ``curves.csv`` after each method, so an interrupted run keeps
+what it measured and, run again, skips the points it already has.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .convert import balance_thresholds, convert
+from .data import Dataset, load_dataset
+from .errors import ConfigError
+from .methods import Method
+from .profiles import Profile
+from .results import CURVE_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, key_of, merge_rows, provenance, read_rows
+from .simulate import accuracy_curve, ann_accuracy, validate_coding, validate_T
+from .train import ModelSpec, TrainConfig, train
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error, not a silent fallback."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available. Fix: use --device cpu or auto")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How the ANN becomes an SNN, shared by every method (threshold balancing and input coding)."""
+
+    threshold_quantile: float = 0.99
+    threshold_values: str = "positive"
+    threshold_images: int = 1000
+    coding: str = "direct"
+
+
+def checkpoint_path(out_dir: Path, dataset: str, spec: ModelSpec, cfg: TrainConfig) -> Path:
+    return out_dir / "checkpoints" / f"{dataset}-{spec.arch}-w{spec.width:g}-{'bn' if spec.bn else 'nobn'}-e{cfg.epochs}-s{cfg.seed}.pt"
+
+
+def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method], T_grid: Sequence[int], *,
+                     conversion: Conversion, out_dir: str | os.PathLike, base: dict[str, object],
+                     n_test: int | None = None, batch_size: int = 256, max_fold: int = 8192, device: str = "cpu",
+                     seed: int = 0, progress: bool = True, log: Callable[[str], None] = print) -> list[dict[str, object]]:
+    """Convert ``model`` and measure every method at every T; merge rows into ``out_dir``/results.csv.
+
+    ``base`` holds the columns shared by all rows (profile, dataset, arch, ...). Points already in
+    results.csv with the same key are skipped.
+    """
+    T_grid = sorted({validate_T(T) for T in T_grid})
+    validate_coding(conversion.coding)
+    out = Path(out_dir)
+    results_csv, curves_csv = out / "results.csv", out / "curves.csv"
+    test = data.test.subset(n_test)
+    model = convert(model).to(device)
+    ann_acc = ann_accuracy(model, test, batch_size=batch_size, device=device)
+    thresholds = balance_thresholds(model, data.train, quantile=conversion.threshold_quantile,
+                                    images=conversion.threshold_images, values=conversion.threshold_values,
+                                    batch_size=batch_size, device=device, seed=seed)
+    log(f"{base.get('arch')}: ANN accuracy {ann_acc:.2f}% on {len(test)} test images; thresholds "
+        + ", ".join(f"{t:.3g}" for t in thresholds))
+    common = {**base, **asdict(conversion), "ann_accuracy": round(ann_acc, 4), "n_test": len(test), "seed": seed,
+              **provenance(device)}
+    done = {key_of(r) for r in read_rows(results_csv)}
+    sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
+    image_shape = tuple(data.train.x.shape[1:])
+    all_rows: list[dict[str, object]] = []
+    for method in tqdm(methods, desc=f"methods {base.get('arch')}", disable=not progress):
+        rows_for = {T: {**common, "method": method.name, "variant": method.label, **method.options(), "T": T,
+                        "latency": T} for T in T_grid}
+        todo = [T for T in T_grid if key_of(rows_for[T]) not in done]
+        if not todo:
+            continue
+        rows, curves = [], []
+        # v(0) of a T-independent method is the same for every horizon: one simulation serves every T
+        horizons = todo if method.depends_on_T else [max(todo)]
+        for H in horizons:
+            method.apply(model, H, data.train, image_shape=image_shape, **sim)
+            curve = accuracy_curve(model, test, H, coding=conversion.coding, batch_size=batch_size,
+                                   max_fold=max_fold, device=device, seed=seed)
+            for T in (todo if not method.depends_on_T else [H]):
+                row = {**rows_for[T], "accuracy": round(float(curve[T - 1]), 4)}
+                rows.append(row)
+                curves += [{**row, "t": t, "accuracy": round(float(curve[t - 1]), 4)} for t in range(1, T + 1)]
+        merge_rows(results_csv, rows, RESULT_COLUMNS, KEY_COLUMNS)
+        merge_rows(curves_csv, curves, CURVE_COLUMNS, KEY_COLUMNS + ("t",))
+        log(f"  {method.label}: " + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
+        all_rows += rows
+    return all_rows
+
+
+def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
+              download: bool = False, archs: Sequence[str] | None = None, epochs: int | None = None,
+              progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv."""
+    device = resolve_device(device)
+    out = Path(out_dir)
+    data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
+    cfg = replace(profile.train, seed=profile.seed)
+    if epochs is not None:
+        cfg = cfg.scaled_to(epochs)
+    choices = [m for m in profile.models if archs is None or m.arch in archs]
+    if not choices:
+        raise ConfigError(f"none of --arch {list(archs or [])} is in profile {profile.name!r} "
+                          f"({', '.join(m.arch for m in profile.models)})")
+    for choice in choices:
+        spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std)
+        ckpt = checkpoint_path(out, data.name, spec, cfg)
+        log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name} (checkpoint {ckpt})")
+        model = train(spec, data, cfg, ckpt, device=device, progress=progress)
+        base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
+                "width": spec.width, "bn": spec.bn, "ann": "relu", "epochs": cfg.epochs}
+        conversion = Conversion(profile.threshold_quantile, profile.threshold_values, profile.threshold_images,
+                                profile.coding)
+        evaluate_methods(model, data, profile.variants, profile.T_grid, conversion=conversion, out_dir=out, base=base,
+                         n_test=profile.n_test, batch_size=profile.eval_batch_size, max_fold=profile.max_fold,
+                         device=device, seed=profile.seed, progress=progress, log=log)
+    return out / "results.csv"

@@ -1,0 +1,100 @@
+"""Tidy result files: one row per measured point, provenance in every row, atomic writes.
+
+``results.csv``: one row per (model, method with its options, T) with accuracy at t = T.
+``curves.csv``: the accuracy at every t <= T of the same runs (same key columns plus ``t``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from .files import atomic_write_text
+
+RESULT_COLUMNS = (
+    "profile", "dataset", "data_source", "arch", "width", "bn", "ann", "epochs", "method", "variant",
+    "init", "compensation", "residual", "granularity", "calib_images",
+    "threshold_quantile", "threshold_values", "threshold_images", "coding",
+    "T", "latency", "accuracy", "ann_accuracy", "n_test", "seed",
+    "device", "git_commit", "torch_version", "icsnn_version", "python_version", "timestamp",
+)
+KEY_COLUMNS = ("profile", "dataset", "arch", "width", "bn", "ann", "epochs", "variant", "threshold_quantile",
+               "threshold_values", "threshold_images", "coding", "T", "n_test", "seed")
+CURVE_COLUMNS = KEY_COLUMNS[:8] + ("method",) + KEY_COLUMNS[8:] + ("latency", "t", "accuracy", "ann_accuracy")
+
+
+def git_commit() -> str:
+    """The commit of the checkout this package runs from (``-dirty`` if it has uncommitted changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except Exception:  # noqa: BLE001 - not a git checkout (installed wheel) or git missing
+        return "unknown"
+
+
+def device_name(device: str | torch.device) -> str:
+    d = torch.device(device)
+    if d.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(d)}"
+    return f"cpu:{platform.processor() or platform.machine()}:{torch.get_num_threads()}threads"
+
+
+def provenance(device: str | torch.device) -> dict[str, str]:
+    from . import __version__
+
+    return {"device": device_name(device), "git_commit": git_commit(), "torch_version": torch.__version__,
+            "icsnn_version": __version__, "python_version": sys.version.split()[0],
+            "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(round(v, 6))
+    return str(v)
+
+
+def key_of(row: dict[str, object]) -> tuple[str, ...]:
+    return tuple(_fmt(row.get(k)) for k in KEY_COLUMNS)
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: str | os.PathLike, rows: Iterable[dict[str, object]], columns: tuple[str, ...]) -> None:
+    """Write ``rows`` as CSV atomically: a crash leaves the previous file intact."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k)) for k in columns})
+    atomic_write_text(buf.getvalue(), Path(path))
+
+
+def merge_rows(path: str | os.PathLike, new: list[dict[str, object]], columns: tuple[str, ...],
+               key: tuple[str, ...]) -> None:
+    """Add ``new`` to the CSV at ``path``, replacing earlier rows with the same key."""
+    def k(r: dict[str, object]) -> tuple[str, ...]:
+        return tuple(_fmt(r.get(c)) for c in key)
+
+    replaced = {k(r) for r in new}
+    kept = [r for r in read_rows(path) if k(r) not in replaced]
+    write_rows(path, [*kept, *new], columns)

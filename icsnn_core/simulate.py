@@ -1,0 +1,113 @@
+"""SNN simulation with time folded into the batch; one run of horizon T gives the accuracy at every t <= T.
+
+Paper Sec. 3.1 and eq. (7): the network integrates for T steps; the prediction at step t is the arg-max
+of the output layer's accumulated potential ``sum_{s<=t} (W x(s) + b)`` (no neuron on the output layer).
+Memory is bounded by ``max_fold`` (samples x steps in one forward pass) whatever T and the number of
+images: images are taken ``batch_size`` at a time and T is run in windows of ``max_fold // batch_size``
+steps, the membrane potential carried across windows. Results are the same for every chunking.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Split, batches
+from .errors import ConfigError
+from .neuron import neurons, reset, set_mode
+
+Coding = Literal["direct", "rate"]
+CODINGS = ("direct", "rate")
+
+
+def validate_T(T: object) -> int:
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
+        raise ConfigError(f"the number of time steps T must be a positive integer, got {T!r}. Fix: e.g. T=32")
+    return int(T)
+
+
+def validate_coding(coding: str) -> str:
+    if coding not in CODINGS:
+        raise ConfigError(f"unknown input coding {coding!r}; choose one of {', '.join(CODINGS)}")
+    return coding
+
+
+def check_input(model: nn.Module, x: torch.Tensor) -> None:
+    """Reject NaN/inf and wrongly shaped images with a message that says what was expected."""
+    if x.dim() != 4:
+        raise ConfigError(f"expected images shaped [batch, channels, height, width], got shape {tuple(x.shape)}")
+    weight = next((m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 4 and weight.shape[1] != x.shape[1]:
+        raise ConfigError(f"the model's first layer takes {weight.shape[1]} channels, the images have {x.shape[1]}. "
+                          "Fix: use the dataset the model was trained on")
+    if not torch.isfinite(x).all():
+        raise ConfigError("the input images contain NaN or infinite values. Fix: clean or re-load the data")
+
+
+def encode(x: torch.Tensor, steps: int, coding: Coding, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The input of ``steps`` time steps, step-major ``[steps * B, C, H, W]``.
+
+    ``direct``: the analog image at every step. ``rate``: Bernoulli spikes with the pixel intensity in [0, 1]
+    as the probability of firing (paper Sec. 3.4, Fig. 3); random draws come from the CPU ``generator``.
+    """
+    rep = x.unsqueeze(0).expand(steps, *x.shape)
+    if coding == "rate":
+        u = torch.rand(rep.shape, generator=generator).to(x.device)
+        rep = (u < rep.clamp(0, 1)).to(x.dtype)
+    return rep.reshape(steps * x.shape[0], *x.shape[1:])
+
+
+@torch.no_grad()
+def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "direct", max_fold: int = 8192,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run the SNN on one batch for ``T`` steps from the neurons' ``v0``; return each step's output ``[T, B, K]``.
+
+    The neurons keep their final state (``v`` = v(T), spike records) for inspection until the next run.
+    """
+    T = validate_T(T)
+    validate_coding(coding)
+    check_input(model, x)
+    set_mode(model, "snn")
+    named = [n for _, n in neurons(model)]
+    b = x.shape[0]
+    window = max(1, min(T, max_fold // max(1, b)))
+    outs = []
+    for t0 in range(0, T, window):
+        steps = min(window, T - t0)
+        for n in named:
+            n.steps = steps
+        out = model(encode(x, steps, coding, generator))
+        outs.append(out.reshape(steps, b, *out.shape[1:]))
+    return torch.cat(outs)
+
+
+def ann_accuracy(model: nn.Module, split: Split, *, batch_size: int = 256, device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy (%) of the model in ANN mode."""
+    set_mode(model, "ann")
+    model.eval().to(device)
+    correct = 0
+    with torch.no_grad():
+        for x, y in batches(split, batch_size, device=device):
+            check_input(model, x)
+            correct += int((model(x).argmax(1) == y).sum())
+    return 100.0 * correct / len(split)
+
+
+def accuracy_curve(model: nn.Module, split: Split, T: int, *, coding: Coding = "direct", batch_size: int = 256,
+                   max_fold: int = 8192, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False) -> np.ndarray:
+    """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split``."""
+    T = validate_T(T)
+    model.eval().to(device)
+    g = torch.Generator().manual_seed(seed)
+    correct = torch.zeros(T, dtype=torch.long)
+    for x, y in tqdm(batches(split, batch_size, device=device), total=-(-len(split) // batch_size),
+                     desc=f"simulate T={T}", disable=not progress, leave=False):
+        reset(model)
+        out = simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g)
+        pred = out.cumsum(0).argmax(-1)  # [T, B]
+        correct += (pred == y.unsqueeze(0)).sum(1).cpu()
+    reset(model)
+    return correct.numpy() * 100.0 / len(split)
