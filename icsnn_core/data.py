@@ -200,10 +200,13 @@ def _cifar_from_pickles(name: str, folder: Path) -> Dataset:
             path = folder / f
             if not path.exists():
                 raise _missing(name, folder, f"file {f} is missing from the pickle folder")
-            with open(path, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")  # the official CIFAR format; only load trusted copies
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[label_key], dtype=np.int64))
+            try:
+                with open(path, "rb") as fh:
+                    d = pickle.load(fh, encoding="bytes")  # the official CIFAR format; only load trusted copies
+                xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(d[label_key], dtype=np.int64))
+            except Exception as e:  # noqa: BLE001 - truncated or foreign file: any failure means unreadable
+                raise _missing(name, folder, f"file {f} is unreadable ({type(e).__name__}: {e})") from e
         splits.append(Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), 1 / 255))
     return Dataset(name, splits[0], splits[1], 10 if name == "cifar10" else 100, source=f"pickle batches in {folder}")
 
@@ -265,7 +268,10 @@ def extract_archive(archive: Path, dest: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{stem}-"))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+            for m in tar.getmembers():  # refuse members that would land outside the target folder
+                if m.name.startswith("/") or ".." in Path(m.name).parts or m.issym() or m.islnk():
+                    raise DataError(f"{archive} holds an unsafe member {m.name!r}. Fix: use the original archive")
+            tar.extractall(tmp)
         inner = [p for p in tmp.iterdir()]
         os.replace(inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp, target)
     finally:
@@ -281,6 +287,9 @@ def _read_idx(path: Path) -> np.ndarray:
     if zero != 0 or dtype_code != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file. Fix: point --data-root at the original files")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    if len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise DataError(f"{path} is truncated or padded: its header says shape {shape}. "
+                        "Fix: re-copy the original IDX file")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

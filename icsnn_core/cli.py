@@ -1,0 +1,147 @@
+"""The ``icsnn`` command: train an ANN, convert and evaluate it, or reproduce a whole profile."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from .calibration import COMPENSATIONS, GRANULARITIES, RESIDUALS
+from .data import DATASETS, load_dataset
+from .errors import IcsnnError
+from .methods import INITS, METHODS, Method
+from .models import ARCHS
+from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
+from .profiles import PROFILES, get_profile
+from .simulate import CODINGS
+from .train import ModelSpec, TrainConfig, load_model, train
+
+DESCRIPTION = """\
+ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers.
+
+  icsnn reproduce --profile ci --out results/ci     # the whole pipeline on digits, ~1-2 min on a CPU
+  icsnn train --dataset digits --arch digits-cnn --epochs 30 --checkpoint runs/digits.pt
+  icsnn evaluate --checkpoint runs/digits.pt --dataset digits --methods snn ic-snn --T 4 8 16 --out runs/eval
+"""
+
+
+def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
+    if dataset:
+        p.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset (default: digits, embedded)")
+    p.add_argument("--data-root", help="folder (or CIFAR-10 JPEG archive) holding the dataset; see README")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs internet)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N] (default: auto)")
+    p.add_argument("--seed", type=int, default=None if not dataset else 0,
+                   help="seed of weights init, shuffling, splits and sampling" + ("" if dataset else " (default: the profile's)"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icsnn", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    profiles = "\n".join(f"  {p.name:5s} {p.description}" for p in PROFILES.values())
+    rp = sub.add_parser("reproduce", help="run a named profile end to end (train, convert, every method at every T)",
+                        description=f"Run a profile end to end and write OUT/results.csv and OUT/curves.csv.\n\n"
+                                    f"profiles:\n{profiles}\n\nA rerun reuses checkpoints and skips measured points.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rp.add_argument("--profile", choices=list(PROFILES), default="ci", help="named configuration (default: ci)")
+    rp.add_argument("--out", required=True, type=Path, help="output folder (results, curves, checkpoints)")
+    rp.add_argument("--arch", nargs="+", choices=ARCHS, help="only these architectures of the profile")
+    rp.add_argument("--epochs", type=int, help="override the profile's epochs (its schedule is scaled to fit)")
+    _data_args(rp, dataset=False)
+
+    tp = sub.add_parser("train", help="train an ANN (the paper's recipe by default), resumable",
+                        description="Train an ANN; the checkpoint is written atomically each epoch and a rerun resumes.")
+    _data_args(tp)
+    tp.add_argument("--arch", choices=ARCHS, default="digits-cnn")
+    tp.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1)")
+    tp.add_argument("--bn", action="store_true", help="batch norm after each conv (folded before conversion)")
+    tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
+    d = TrainConfig()
+    tp.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    tp.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
+    tp.add_argument("--momentum", type=float, default=d.momentum)
+    tp.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    tp.add_argument("--batch-size", type=int, default=d.batch_size)
+    tp.add_argument("--milestones", type=int, nargs="*",
+                    help="epochs where lr is divided by 5 (default: 70 130 190 240 scaled to --epochs)")
+    tp.add_argument("--no-augment", action="store_true", help="no random crop + flip")
+    tp.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+
+    ep = sub.add_parser("evaluate", help="convert a trained ANN and measure methods at several T",
+                        description="Convert a checkpoint's ANN to an SNN and measure each method at each T; "
+                                    "rows are merged into OUT/results.csv and OUT/curves.csv.")
+    _data_args(ep)
+    ep.add_argument("--checkpoint", required=True, type=Path)
+    ep.add_argument("--out", required=True, type=Path)
+    ep.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
+    ep.add_argument("--T", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64], help="horizons T")
+    m = Method.make("ic-snn")
+    ep.add_argument("--init", choices=INITS, default=m.init, help="Algorithm 2 (data) or 1 (weight)")
+    ep.add_argument("--compensation", choices=COMPENSATIONS, default=m.compensation,
+                    help="printed: V_th/2T as printed; potential: V_th/2 (half a spike of membrane potential)")
+    ep.add_argument("--residual", choices=RESIDUALS, default=m.residual,
+                    help="raw mean of v(T), clipped to [0, V_th], or over neurons that fired")
+    ep.add_argument("--granularity", choices=GRANULARITIES, default=m.granularity, help="one v(0) per layer/channel/neuron")
+    ep.add_argument("--calib-images", type=int, default=m.calib_images, help="training images for Algorithm 2")
+    c = Conversion()
+    ep.add_argument("--quantile", type=float, default=c.threshold_quantile, help="threshold p-quantile, 1 = max")
+    ep.add_argument("--threshold-values", choices=("positive", "all"), default=c.threshold_values)
+    ep.add_argument("--threshold-images", type=int, default=c.threshold_images)
+    ep.add_argument("--coding", choices=CODINGS, default=c.coding, help="direct (analog input) or rate (Bernoulli)")
+    ep.add_argument("--n-test", type=int, help="first N test images (default: all)")
+    ep.add_argument("--batch-size", type=int, default=256)
+    ep.add_argument("--max-fold", type=int, default=8192, help="images x steps per forward pass (memory bound)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    progress = not args.quiet
+    if args.command == "reproduce":
+        profile = get_profile(args.profile)
+        if args.seed is not None:
+            profile = replace(profile, seed=args.seed)
+        path = reproduce(profile, args.out, data_root=args.data_root, device=args.device,
+                         download=args.download, archs=args.arch, epochs=args.epochs, progress=progress)
+        print(f"wrote {path} and {path.parent / 'curves.csv'}")
+        return 0
+    device = resolve_device(args.device)
+    data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
+    if args.command == "train":
+        cfg = TrainConfig(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                          batch_size=args.batch_size, augment=not args.no_augment, seed=args.seed, amp=args.amp)
+        cfg = cfg.scaled_to(args.epochs) if args.milestones is None else TrainConfig(
+            **{**cfg.__dict__, "epochs": args.epochs, "milestones": tuple(args.milestones)})
+        spec = ModelSpec(args.arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std)
+        train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress)
+        print(f"wrote {args.checkpoint}")
+        return 0
+    model, ckpt = load_model(args.checkpoint)
+    opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
+                granularity=args.granularity, calib_images=args.calib_images)
+    methods = [Method.make(name, **opts) for name in args.methods]
+    spec = ckpt["spec"]
+    base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": spec["arch"],
+            "width": spec["width"], "bn": spec["bn"], "ann": "relu", "epochs": ckpt["epoch"]}
+    conversion = Conversion(args.quantile, args.threshold_values, args.threshold_images, args.coding)
+    evaluate_methods(model, data, methods, args.T, conversion=conversion, out_dir=args.out, base=base,
+                     n_test=args.n_test, batch_size=args.batch_size, max_fold=args.max_fold, device=device,
+                     seed=args.seed, progress=progress)
+    print(f"wrote {args.out / 'results.csv'} and {args.out / 'curves.csv'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except IcsnnError as e:
+        print(f"icsnn: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

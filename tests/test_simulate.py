@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from conftest import identity_layer_model, if_spike_count
+from icsnn_core.calibration import set_initial_potential
+from icsnn_core.convert import balance_thresholds, convert
+from icsnn_core.data import Split
+from icsnn_core.errors import ConfigError
+from icsnn_core.measure import first_spike_times, layer_outputs, rate_coded_images
+from icsnn_core.models import build_model
+from icsnn_core.neuron import neurons
+from icsnn_core.simulate import accuracy_curve, encode, simulate
+
+
+def random_converted(arch="digits-cnn", shape=(1, 8, 8), n=64, quantile=1.0, dtype=torch.float32):
+    torch.manual_seed(0)
+    model = convert(build_model(arch, 10, shape[0], width=0.5)).to(dtype)
+    x = torch.rand(n, *shape)
+    data = Split(x, torch.randint(0, 10, (n,)), 1.0)
+    balance_thresholds(model, data, quantile=quantile, images=n)
+    return model, data
+
+
+def test_output_accumulates_the_closed_form(dyadic_images):
+    # identity layers: the output at step t is the spikes of that step times V_th; the cumulative sum at T is N(T) V_th
+    model = identity_layer_model(3)
+    out = simulate(model, dyadic_images, 8)
+    expected = [[if_spike_count(v, 0.0, 1.0, 8) for v in img] for img in dyadic_images.view(2, 3).tolist()]
+    assert out.sum(0).tolist() == expected
+
+
+def test_chunked_and_unchunked_simulation_agree():
+    model, data = random_converted(dtype=torch.float64)
+    set_initial_potential(model, [0.1, 0.2, 0.3, 0.4])
+    x = data.x[:16].double()
+    whole = simulate(model, x, 37, max_fold=10 ** 6)
+    windows = simulate(model, x, 37, max_fold=16 * 5)  # 5 steps per call
+    steps = simulate(model, x, 37, max_fold=1)  # one step per call
+    assert torch.equal(whole, windows) and torch.equal(whole, steps)
+    halves = torch.cat([simulate(model, x[:7], 37, max_fold=50), simulate(model, x[7:], 37, max_fold=50)], dim=1)
+    assert torch.allclose(whole, halves, atol=1e-12)
+
+
+def test_accuracy_curve_independent_of_batching():
+    model, data = random_converted()
+    a = accuracy_curve(model, data, 20, batch_size=64, max_fold=10 ** 6)
+    b = accuracy_curve(model, data, 20, batch_size=10, max_fold=30)
+    assert a.shape == (20,) and (a == b).all()
+
+
+def test_decoded_output_approaches_ann_layer_by_layer():
+    # thresholds at the max activation (no clipping): the rate x V_th error shrinks like 1/T in every layer
+    model, data = random_converted(quantile=1.0)
+    set_initial_potential(model, [n.threshold / 2 for _, n in neurons(model)])
+    x = data.x[:32]
+    errors = {}
+    for T in (16, 256, 2048):
+        outs = layer_outputs(model, x, T, [1, 2, 3, 4])
+        errors[T] = [float((snn - ann).abs().mean() / ann.abs().max()) for ann, snn in outs.values()]
+    for k in range(4):
+        assert errors[2048][k] < errors[256][k] < errors[16][k]
+        assert errors[2048][k] < 0.01
+
+
+def test_first_spike_times_by_hand():
+    # x = 0.375, V_th = 1: first spike at t = 3 from v(0) = 0, t = 2 from v(0) = 0.5; x = 0 never fires
+    model = identity_layer_model(3)
+    data = Split(torch.tensor([[0.375, 0.375, 0.0]]).view(1, 1, 1, 3), torch.zeros(1, dtype=torch.long), 1.0)
+    set_initial_potential(model, [torch.tensor([0.0, 0.5, 0.0])])
+    [fs] = first_spike_times(model, data, 8)
+    assert fs.mean_first_spike == pytest.approx(2.5) and fs.silent_fraction == pytest.approx(1 / 3)
+
+
+def test_rate_coding_is_bernoulli_with_pixel_probability():
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 1, 4)
+    spikes = encode(x, 4000, "rate", torch.Generator().manual_seed(0))
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(spikes.mean(0), x[0], atol=0.03)
+    assert torch.equal(encode(x, 3, "direct"), x.expand(3, 1, 1, 4))
+    [img32, img1024] = rate_coded_images(x, [32, 1024])
+    assert img32.shape == x.shape and (img32 * 32).round().equal(img32 * 32)  # multiples of 1/T
+    assert (img1024 - x).abs().max() < (img32 - x).abs().max() + 0.05
+
+
+@pytest.mark.parametrize("T", [0, -3, 2.5, True, "8"])
+def test_bad_T_is_refused(T):
+    model = identity_layer_model(3)
+    with pytest.raises(ConfigError, match="positive integer"):
+        simulate(model, torch.zeros(1, 1, 1, 3), T)
+
+
+def test_bad_input_is_refused():
+    model, data = random_converted()
+    with pytest.raises(ConfigError, match="NaN"):
+        simulate(model, torch.full((2, 1, 8, 8), float("nan")), 4)
+    with pytest.raises(ConfigError, match="channels"):
+        simulate(model, torch.zeros(2, 3, 8, 8), 4)
+    with pytest.raises(ConfigError, match="batch, channels"):
+        simulate(model, torch.zeros(8, 8), 4)
+    with pytest.raises(ConfigError, match="coding"):
+        simulate(model, torch.zeros(2, 1, 8, 8), 4, coding="temporal")
