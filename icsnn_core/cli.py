@@ -9,7 +9,7 @@ from typing import Sequence
 
 from .calibration import COMPENSATIONS, GRANULARITIES, RESIDUALS
 from .data import DATASETS, load_dataset
-from .errors import IcsnnError
+from .errors import ConfigError, IcsnnError
 from .methods import INITS, METHODS, Method
 from .models import ARCHS
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
@@ -109,17 +109,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {path} and {path.parent / 'curves.csv'}")
         return 0
     device = resolve_device(args.device)
-    data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
     if args.command == "train":
+        data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
         cfg = TrainConfig(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                           batch_size=args.batch_size, augment=not args.no_augment, seed=args.seed, amp=args.amp)
-        cfg = cfg.scaled_to(args.epochs) if args.milestones is None else TrainConfig(
-            **{**cfg.__dict__, "epochs": args.epochs, "milestones": tuple(args.milestones)})
+        cfg = (cfg.scaled_to(args.epochs) if args.milestones is None
+               else replace(cfg, epochs=args.epochs, milestones=tuple(args.milestones)))
         spec = ModelSpec(args.arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std)
         train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress)
         print(f"wrote {args.checkpoint}")
         return 0
     model, ckpt = load_model(args.checkpoint)
+    if ckpt["dataset"] != args.dataset:
+        raise ConfigError(f"checkpoint {args.checkpoint} was trained on {ckpt['dataset']}, not {args.dataset}. "
+                          f"Fix: pass --dataset {ckpt['dataset']}")
+    data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
     opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
                 granularity=args.granularity, calib_images=args.calib_images)
     methods = [Method.make(name, **opts) for name in args.methods]

@@ -52,7 +52,7 @@ def checkpoint_path(out_dir: Path, dataset: str, spec: ModelSpec, cfg: TrainConf
 def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method], T_grid: Sequence[int], *,
                      conversion: Conversion, out_dir: str | os.PathLike, base: dict[str, object],
                      n_test: int | None = None, batch_size: int = 256, max_fold: int = 8192, device: str = "cpu",
-                     seed: int = 0, progress: bool = True, log: Callable[[str], None] = print) -> list[dict[str, object]]:
+                     seed: int = 0, progress: bool = True, log: Callable[[str], None] = tqdm.write) -> list[dict[str, object]]:
     """Convert ``model`` and measure every method at every T; merge rows into ``out_dir``/results.csv.
 
     ``base`` holds the columns shared by all rows (profile, dataset, arch, ...). Points already in
@@ -102,7 +102,7 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
 
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
               download: bool = False, archs: Sequence[str] | None = None, epochs: int | None = None,
-              progress: bool = True, log: Callable[[str], None] = print) -> Path:
+              progress: bool = True, log: Callable[[str], None] = tqdm.write) -> Path:
     """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv."""
     device = resolve_device(device)
     out = Path(out_dir)

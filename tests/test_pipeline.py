@@ -86,7 +86,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
 
 def test_evaluate_refuses_bad_options(ci_run, tmp_path, capsys):
     ckpt = next((ci_run / "checkpoints").glob("*.pt"))
-    for bad, message in ((["--T", "0"], "positive integer"), (["--quantile", "1.5"], "(0, 1]"),
+    for bad, message in ((["--T", "0"], "positive integer"), (["--dataset", "fashion-mnist"], "--dataset digits"), (["--quantile", "1.5"], "(0, 1]"),
                          (["--methods", "x-snn"], "unknown method 'x-snn'")):
         assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path), "--quiet", *bad]) == 2
         assert message in capsys.readouterr().err
