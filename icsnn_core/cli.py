@@ -12,15 +12,17 @@ from .data import DATASETS, load_dataset
 from .errors import ConfigError, IcsnnError
 from .methods import INITS, METHODS, Method
 from .models import ARCHS
+from .neuron import ACTIVATIONS
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
 from .train import ModelSpec, TrainConfig, load_model, train
 
 DESCRIPTION = """\
-ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers.
+ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers
+(OPI, QCFS, COS), every method through the same conversion, simulation and results code.
 
-  icsnn reproduce --profile ci --out results/ci     # the whole pipeline on digits, ~1-2 min on a CPU
+  icsnn reproduce --profile ci --out runs/ci        # the whole pipeline on digits, ~2-3 min on a CPU
   icsnn train --dataset digits --arch digits-cnn --epochs 30 --checkpoint runs/digits.pt
   icsnn evaluate --checkpoint runs/digits.pt --dataset digits --methods snn ic-snn --T 4 8 16 --out runs/eval
 """
@@ -59,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--arch", choices=ARCHS, default="digits-cnn")
     tp.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1)")
     tp.add_argument("--bn", action="store_true", help="batch norm after each conv (folded before conversion)")
+    tp.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                    help="relu (the paper) or qcfs (Bu et al. 2022: quantization clip-floor-shift, trainable lambda)")
+    tp.add_argument("--levels", type=int, default=4, help="QCFS quantization levels L (default 4)")
     tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
     d = TrainConfig()
     tp.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
@@ -68,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--batch-size", type=int, default=d.batch_size)
     tp.add_argument("--milestones", type=int, nargs="*",
                     help="epochs where lr is divided by 5 (default: 70 130 190 240 scaled to --epochs)")
-    tp.add_argument("--no-augment", action="store_true", help="no random crop + flip")
+    tp.add_argument("--no-augment", action="store_true",
+                    help="no random crop + flip (they are on for CIFAR, off for digits and Fashion-MNIST)")
     tp.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
 
     ep = sub.add_parser("evaluate", help="convert a trained ANN and measure methods at several T",
@@ -77,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     _data_args(ep)
     ep.add_argument("--checkpoint", required=True, type=Path)
     ep.add_argument("--out", required=True, type=Path)
-    ep.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {', '.join(METHODS)}")
+    ep.add_argument("--methods", nargs="+", default=["snn", "i-snn", "c-snn", "ic-snn"],
+                    help=f"any of {', '.join(METHODS)} (default: the paper's four)")
     ep.add_argument("--T", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64], help="horizons T")
     m = Method.make("ic-snn")
     ep.add_argument("--init", choices=INITS, default=m.init, help="Algorithm 2 (data) or 1 (weight)")
@@ -87,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="raw mean of v(T), clipped to [0, V_th], or over neurons that fired")
     ep.add_argument("--granularity", choices=GRANULARITIES, default=m.granularity, help="one v(0) per layer/channel/neuron")
     ep.add_argument("--calib-images", type=int, default=m.calib_images, help="training images for Algorithm 2")
+    cos = Method.make("cos")
+    ep.add_argument("--rho", type=int, default=cos.rho, help="COS: pre-simulation steps per input (latency T + rho)")
+    ep.add_argument("--iterations", type=int, default=cos.iterations, help="COS: rounds of offset-spike calibration")
     c = Conversion()
     ep.add_argument("--quantile", type=float, default=c.threshold_quantile, help="threshold p-quantile, 1 = max")
     ep.add_argument("--threshold-values", choices=("positive", "all"), default=c.threshold_values)
@@ -112,10 +122,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
         cfg = TrainConfig(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                          batch_size=args.batch_size, augment=not args.no_augment, seed=args.seed, amp=args.amp)
+                          batch_size=args.batch_size, seed=args.seed, amp=args.amp,
+                          augment=not args.no_augment and args.dataset in ("cifar10", "cifar100"))
         cfg = (cfg.scaled_to(args.epochs) if args.milestones is None
                else replace(cfg, epochs=args.epochs, milestones=tuple(args.milestones)))
-        spec = ModelSpec(args.arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std)
+        spec = ModelSpec(args.arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std,
+                         args.activation, args.levels)
         train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress)
         print(f"wrote {args.checkpoint}")
         return 0
@@ -125,11 +137,11 @@ def _run(args: argparse.Namespace) -> int:
                           f"Fix: pass --dataset {ckpt['dataset']}")
     data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
     opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
-                granularity=args.granularity, calib_images=args.calib_images)
+                granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations)
     methods = [Method.make(name, **opts) for name in args.methods]
     spec = ckpt["spec"]
     base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": spec["arch"],
-            "width": spec["width"], "bn": spec["bn"], "ann": "relu", "epochs": ckpt["epoch"]}
+            "width": spec["width"], "bn": spec["bn"], "epochs": ckpt["epoch"]}
     conversion = Conversion(args.quantile, args.threshold_values, args.threshold_images, args.coding)
     evaluate_methods(model, data, methods, args.T, conversion=conversion, out_dir=args.out, base=base,
                      n_test=args.n_test, batch_size=args.batch_size, max_fold=args.max_fold, device=device,

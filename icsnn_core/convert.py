@@ -173,6 +173,17 @@ def validate_quantile(q: float) -> float:
 
 
 @torch.no_grad()
+def thresholds_from_lambda(model: nn.Module) -> list[float]:
+    """QCFS conversion (Bu et al. 2022): each layer's V_th is its trained lambda."""
+    named = [n for _, n in neurons(model)]
+    if not named or any(n.activation != "qcfs" for n in named):
+        raise ConfigError("thresholds from lambda need an ANN trained with the QCFS activation (--activation qcfs)")
+    for n in named:
+        n.threshold.copy_(n.lam_value().detach())
+    return [float(n.threshold) for n in named]
+
+
+@torch.no_grad()
 def balance_thresholds(model: nn.Module, data: Split, *, quantile: float = 0.99, images: int = 1000,
                        values: ThresholdValues = "positive", batch_size: int = 128,
                        device: str | torch.device = "cpu", max_samples: int = 2 ** 22, seed: int = 0) -> list[float]:

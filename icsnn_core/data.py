@@ -156,7 +156,7 @@ def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     tr = torch.cat(train_idx)[torch.randperm(sum(len(i) for i in train_idx), generator=g)]
     te = torch.sort(torch.cat(test_idx)).values
     return Dataset("digits", Split(x[tr], y[tr], 1.0), Split(x[te], y[te], 1.0), 10,
-                   source=f"sklearn.datasets.load_digits (scikit-learn), stratified 80/20 split, seed {seed}")
+                   source=f"sklearn.datasets.load_digits (scikit-learn); stratified 80/20 split; seed {seed}")
 
 
 def _missing(name: str, root: object, what: str) -> DataError:

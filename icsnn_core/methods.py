@@ -1,8 +1,12 @@
 """Conversion methods by name, with the options that change their numbers.
 
-The paper's methods (Sec. 4.2.1): ``snn`` (plain conversion, v(0) = 0), ``i-snn`` (initialised potential,
-Algorithm 2, or Algorithm 1 with ``init="weight"``), ``c-snn`` (coding compensation alone), ``ic-snn``
-(Algorithm 3: both). Each method sets the neurons' v(0) for a horizon T; simulation is the same for all.
+The paper's methods (Sec. 4.2.1): ``snn`` (plain conversion, v(0) = 0, RobustNorm-style percentile
+thresholds), ``i-snn`` (initialised potential, Algorithm 2, or Algorithm 1 with ``init="weight"``),
+``c-snn`` (coding compensation alone), ``ic-snn`` (Algorithm 3: both). The peers: ``opi`` (Bu et al.
+2022: v(0) = V_th / 2 on a ReLU ANN), ``qcfs`` (Bu et al., ICLR 2022: the same on a QCFS-trained ANN,
+V_th = lambda) and ``cos`` (Hao et al., ICLR 2023: v(0) = V_th / 2 plus offset-spike calibration from
+``rho`` pre-simulation steps on each input; its latency is T + rho). Each method sets the neurons' v(0)
+(and COS's pre-simulation) for a horizon T; simulation is the same for all.
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ from .calibration import (COMPENSATIONS, GRANULARITIES, RESIDUALS, coding_compen
                           set_initial_potential, weight_based_init)
 from .data import Split
 from .errors import ConfigError
-from .neuron import neurons
+from .neuron import ann_kind, neurons
 
-METHODS = ("snn", "i-snn", "c-snn", "ic-snn")
+METHODS = ("snn", "i-snn", "c-snn", "ic-snn", "opi", "qcfs", "cos")
 INITS = ("data", "weight")
 # the options each method reads; the others are left empty in results
 _OPTIONS = {
@@ -24,6 +28,15 @@ _OPTIONS = {
     "i-snn": ("init", "residual", "granularity", "calib_images"),
     "c-snn": ("compensation",),
     "ic-snn": ("init", "compensation", "residual", "granularity", "calib_images"),
+    "opi": (),
+    "qcfs": (),
+    "cos": ("rho", "iterations"),
+}
+# methods defined only on one kind of trained ANN, and what to use instead on the other
+_NEEDS_ANN = {
+    "qcfs": ("qcfs", "train the ANN with the QCFS activation (icsnn train --activation qcfs), or use method "
+                     "'opi', the same v(0) = V_th/2 on a ReLU ANN"),
+    "opi": ("relu", "use method 'qcfs': on a QCFS-trained ANN the same rule (v(0) = V_th/2, V_th = lambda) is QCFS"),
 }
 _DATA_ONLY = ("residual", "calib_images")  # options that exist only with init="data"
 
@@ -38,10 +51,12 @@ class Method:
     residual: str | None = None
     granularity: str | None = None
     calib_images: int | None = None
+    rho: int | None = None  # COS: pre-simulation steps
+    iterations: int | None = None  # COS: rounds of offset-spike calibration
 
     @classmethod
     def make(cls, name: str, *, init: str = "data", compensation: str = "printed", residual: str = "raw",
-             granularity: str = "layer", calib_images: int = 512) -> "Method":
+             granularity: str = "layer", calib_images: int = 512, rho: int = 4, iterations: int = 1) -> "Method":
         """Build a method, validating every option and blanking those it does not read."""
         if name not in METHODS:
             raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
@@ -49,12 +64,13 @@ class Method:
                                      (residual, RESIDUALS, "residual"), (granularity, GRANULARITIES, "granularity")):
             if value not in allowed:
                 raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
-        if isinstance(calib_images, bool) or not isinstance(calib_images, int) or calib_images <= 0:
-            raise ConfigError(f"calib_images must be a positive integer, got {calib_images!r}")
+        for value, what in ((calib_images, "calib_images"), (rho, "rho"), (iterations, "iterations")):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{what} must be a positive integer, got {value!r}")
         if init == "weight" and granularity == "neuron":
             raise ConfigError("init='weight' (Algorithm 1) has no per-neuron reading; use granularity layer or channel")
         given = dict(init=init, compensation=compensation, residual=residual, granularity=granularity,
-                     calib_images=calib_images)
+                     calib_images=calib_images, rho=rho, iterations=iterations)
         used = set(_OPTIONS[name]) - (set(_DATA_ONLY) if init == "weight" else set())
         return cls(name, **{k: (v if k in used else None) for k, v in given.items()})
 
@@ -71,7 +87,25 @@ class Method:
     @property
     def depends_on_T(self) -> bool:
         """Whether v(0) depends on the horizon T; if not, one long simulation serves every T."""
-        return self.name != "snn"
+        return self.name in ("i-snn", "c-snn", "ic-snn")
+
+    @property
+    def presim(self) -> int:
+        """Steps each input is pre-simulated before the T real steps (COS's rho; 0 for the others)."""
+        return self.rho or 0
+
+    def latency(self, T: int) -> int:
+        """Time steps from the input's arrival to the decision: T plus any pre-simulation."""
+        return T + self.presim
+
+    def check_ann(self, model: nn.Module) -> str:
+        """Refuse a model trained with the wrong activation for this method; return ``relu`` or ``qcfs``."""
+        kind = ann_kind(model)
+        needed = _NEEDS_ANN.get(self.name)
+        if needed and kind != needed[0]:
+            raise ConfigError(f"method {self.name!r} is defined on a {needed[0].upper()}-trained ANN, and this one "
+                              f"was trained with {kind.upper()} activations. Fix: {needed[1]}")
+        return kind
 
     def options(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k != "name"}
@@ -83,9 +117,14 @@ class Method:
         ``calib`` holds training images (never test images); ``sim`` passes batch_size / max_fold / device /
         coding / seed to the calibration simulation.
         """
-        count = len(list(neurons(model)))
+        self.check_ann(model)
+        named = [n for _, n in neurons(model)]
+        for n in named:
+            n.presim, n.presim_iterations = self.presim, self.iterations or 1
         if self.name == "snn":
-            v0 = [0.0] * count
+            v0 = [0.0] * len(named)
+        elif self.name in ("opi", "qcfs", "cos"):
+            v0 = [n.threshold / 2 for n in named]
         elif self.name == "c-snn":
             v0 = coding_compensation(model, None, T, compensation=self.compensation, init="none")
         elif self.init == "weight":
@@ -106,6 +145,12 @@ class Method:
             else:
                 v0 = coding_compensation(model, data, T, compensation=self.compensation, init="data", **opts)
         set_initial_potential(model, v0)
+
+
+def peer_variants(ann: str) -> list[Method]:
+    """The peers that apply to an ANN trained with ``ann`` activations (COS with one and two iterations)."""
+    cos = [Method.make("cos"), Method.make("cos", iterations=2)]
+    return [Method.make("opi" if ann == "relu" else "qcfs"), *cos]
 
 
 def paper_variants(calib_images: int, small_calib: int) -> list[Method]:

@@ -10,7 +10,8 @@ Bernoulli spikes from the raw pixel intensity and the normalisation acts on each
 """
 from __future__ import annotations
 
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from torch import nn
 from .neuron import IFNeuron
 
 ARCHS = ("vgg16", "resnet20", "digits-cnn")
+NeuronFactory = Callable[[], nn.Module]
 
 
 class Normalize(nn.Module):
@@ -50,7 +52,8 @@ class VGG16(nn.Module):
     """VGG16 for 32x32 inputs: 13 conv + 3 linear layers, average pooling, no dropout."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, bn: bool = False,
-                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> None:
+                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
+                 neuron: NeuronFactory = IFNeuron) -> None:
         super().__init__()
         layers: list[nn.Module] = [Normalize(mean, std)]
         c = in_channels
@@ -58,12 +61,12 @@ class VGG16(nn.Module):
             if v == "A":
                 layers.append(nn.AvgPool2d(2))
             else:
-                layers += _conv_block(c, _w(int(v), width), bn) + [IFNeuron()]
+                layers += _conv_block(c, _w(int(v), width), bn) + [neuron()]
                 c = _w(int(v), width)
         hidden = _w(4096, width)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(c, hidden), IFNeuron(), nn.Linear(hidden, hidden), IFNeuron(),
+            nn.Flatten(), nn.Linear(c, hidden), neuron(), nn.Linear(hidden, hidden), neuron(),
             nn.Linear(hidden, num_classes),
         )
 
@@ -74,14 +77,14 @@ class VGG16(nn.Module):
 class BasicBlock(nn.Module):
     """CIFAR ResNet basic block; the shortcut is a 1x1 conv where the shape changes."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, bn: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, bn: bool, neuron: NeuronFactory = IFNeuron) -> None:
         super().__init__()
         self.conv1 = nn.Sequential(*_conv_block(c_in, c_out, bn, stride))
-        self.neuron1 = IFNeuron()
+        self.neuron1 = neuron()
         self.conv2 = nn.Sequential(*_conv_block(c_out, c_out, bn))
         self.shortcut = (nn.Sequential(*_conv_block(c_in, c_out, bn, stride, kernel=1))
                          if stride != 1 or c_in != c_out else nn.Identity())
-        self.neuron2 = IFNeuron()  # fires on the sum of the residual branch and the shortcut
+        self.neuron2 = neuron()  # fires on the sum of the residual branch and the shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neuron2(self.conv2(self.neuron1(self.conv1(x))) + self.shortcut(x))
@@ -91,14 +94,15 @@ class ResNet20(nn.Module):
     """The standard CIFAR ResNet-20 (He et al. 2016): 16-32-64 channels, 3x3 blocks, ~0.27M parameters."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, bn: bool = False,
-                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> None:
+                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
+                 neuron: NeuronFactory = IFNeuron) -> None:
         super().__init__()
         c = _w(16, width)
-        layers: list[nn.Module] = [Normalize(mean, std), *_conv_block(in_channels, c, bn), IFNeuron()]
+        layers: list[nn.Module] = [Normalize(mean, std), *_conv_block(in_channels, c, bn), neuron()]
         for stage, channels in enumerate((16, 32, 64)):
             c_out = _w(channels, width)
             for i in range(3):
-                layers.append(BasicBlock(c, c_out, 2 if stage > 0 and i == 0 else 1, bn))
+                layers.append(BasicBlock(c, c_out, 2 if stage > 0 and i == 0 else 1, bn, neuron))
                 c = c_out
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes)]
         self.net = nn.Sequential(*layers)
@@ -111,15 +115,16 @@ class DigitsCNN(nn.Module):
     """A small CNN for 8x8 digits (any size works): three conv layers, one hidden linear layer, 4 IF layers."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: float = 1.0, bn: bool = False,
-                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> None:
+                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
+                 neuron: NeuronFactory = IFNeuron) -> None:
         super().__init__()
         c1, c2, c3, h = _w(16, width), _w(32, width), _w(32, width), _w(64, width)
         self.net = nn.Sequential(
             Normalize(mean, std),
-            *_conv_block(in_channels, c1, bn), IFNeuron(),
-            *_conv_block(c1, c2, bn), IFNeuron(), nn.AvgPool2d(2),
-            *_conv_block(c2, c3, bn), IFNeuron(), nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(), nn.Linear(c3 * 4, h), IFNeuron(), nn.Linear(h, num_classes),
+            *_conv_block(in_channels, c1, bn), neuron(),
+            *_conv_block(c1, c2, bn), neuron(), nn.AvgPool2d(2),
+            *_conv_block(c2, c3, bn), neuron(), nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(), nn.Linear(c3 * 4, h), neuron(), nn.Linear(h, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,11 +135,12 @@ _BUILDERS = {"vgg16": VGG16, "resnet20": ResNet20, "digits-cnn": DigitsCNN}
 
 
 def build_model(arch: str, num_classes: int, in_channels: int, width: float = 1.0, bn: bool = False,
-                mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> nn.Module:
-    """Build a built-in architecture by name (one of :data:`ARCHS`)."""
+                mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), activation: str = "relu",
+                levels: int = 4) -> nn.Module:
+    """Build a built-in architecture by name (one of :data:`ARCHS`) with ReLU or QCFS (``levels`` = L) activations."""
     if arch not in _BUILDERS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
-    return _BUILDERS[arch](num_classes=num_classes, in_channels=in_channels, width=width, bn=bn,
-                           mean=mean, std=std)
+    return _BUILDERS[arch](num_classes=num_classes, in_channels=in_channels, width=width, bn=bn, mean=mean, std=std,
+                           neuron=partial(IFNeuron, activation, levels))

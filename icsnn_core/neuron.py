@@ -1,4 +1,4 @@
-"""The one neuron: a ReLU (or QCFS) activation in ANN mode, an integrate-and-fire neuron in SNN mode.
+"""The one neuron: a ReLU or QCFS activation in ANN mode, an integrate-and-fire neuron in SNN mode.
 
 Paper Sec. 3.1, eqs. (2)-(6): ``v_temp(t) = v(t-1) + W x(t) + b``; a spike when ``v_temp(t) > V_th``;
 soft reset ``v(t) = v_temp(t) - V_th`` after a spike. A spike carries the value ``V_th`` into the next
@@ -8,6 +8,10 @@ Time is folded into the batch: in SNN mode the input holds ``steps`` consecutive
 same ``B`` samples stacked as ``[steps * B, ...]`` (step-major), so every conv/linear layer runs once
 over all steps. The membrane potential persists across calls until :func:`reset` so a long horizon can
 be simulated in windows of a few steps with the same result.
+
+Peers use the same neuron: the QCFS activation (Bu et al., ICLR 2022) is the ``activation="qcfs"`` ANN
+mode with a trainable per-layer ``lam``; COS's offset-spike calibration (Hao et al., ICLR 2023) is the
+``presim`` pre-simulation run on each input before the real steps.
 """
 from __future__ import annotations
 
@@ -18,6 +22,13 @@ from torch import nn
 
 Mode = Literal["ann", "snn", "saturated"]
 MODES = ("ann", "snn", "saturated")
+ACTIVATIONS = ("relu", "qcfs")
+LAMBDA_MIN = 1e-3  # QCFS's lambda is clamped here so that it can never reach zero or go negative
+
+
+def floor_ste(u: torch.Tensor) -> torch.Tensor:
+    """floor(u) in the forward pass, the identity's gradient in the backward pass (straight-through)."""
+    return u + (torch.floor(u) - u).detach()
 
 
 class IFNeuron(nn.Module):
@@ -28,15 +39,26 @@ class IFNeuron(nn.Module):
 
     Buffers: ``threshold`` (V_th, a scalar) and ``v0`` (the initial membrane potential, broadcastable
     to one sample's activation: a scalar, per channel ``[C, 1, 1]`` or per neuron ``[C, H, W]``).
+    With ``activation="qcfs"`` the ANN activation is ``lam * clip(floor(z L / lam + 1/2) / L, 0, 1)``
+    with a trainable ``lam`` and ``L = levels``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, activation: str = "relu", levels: int = 4, init_lambda: float = 8.0) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if activation == "qcfs" and (not isinstance(levels, int) or levels < 1):
+            raise ValueError(f"QCFS needs a positive integer number of levels L, got {levels!r}")
+        self.activation, self.levels = activation, levels
+        if activation == "qcfs":
+            self.lam = nn.Parameter(torch.tensor(float(init_lambda)))
         self.register_buffer("threshold", torch.tensor(1.0))
         self.register_buffer("v0", torch.tensor(0.0))
         self.mode: Mode = "ann"
         self.steps = 1  # time steps folded into the batch of the next SNN call
         self.track = False  # record spike counts and first-spike times (costs time)
+        self.presim = 0  # COS: pre-simulation steps run on each input before the real steps
+        self.presim_iterations = 1
         self.reset()
 
     # --- state -------------------------------------------------------------------------------
@@ -48,11 +70,19 @@ class IFNeuron(nn.Module):
         self.first_spike: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}, threshold={float(self.threshold):.4g}, v0_shape={tuple(self.v0.shape)}"
+        act = f"qcfs(L={self.levels})" if self.activation == "qcfs" else "relu"
+        return f"{act}, mode={self.mode}, threshold={float(self.threshold):.4g}, v0_shape={tuple(self.v0.shape)}"
 
     # --- forward -----------------------------------------------------------------------------
+    def lam_value(self) -> torch.Tensor:
+        """QCFS's lambda as used (clamped to stay positive)."""
+        return self.lam.clamp_min(LAMBDA_MIN)
+
     def ann_activation(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.relu(z)
+        if self.activation == "relu":
+            return torch.relu(z)
+        lam, L = self.lam_value(), self.levels  # QCFS, Bu et al. 2022, eq. (13)
+        return lam * torch.clamp(floor_ste(z * L / lam + 0.5) / L, 0.0, 1.0)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.mode == "ann":
@@ -72,6 +102,8 @@ class IFNeuron(nn.Module):
         thr = self.threshold.to(z.dtype)
         if self.v is None:
             self.v = self.v0.to(z.dtype).expand(z.shape[1:]).clone()
+            if self.presim:
+                self.v = self._offset_spike_calibration(z, self.v, thr)
         v = self.v
         spikes = torch.empty_like(z)
         for t in range(steps):
@@ -83,6 +115,25 @@ class IFNeuron(nn.Module):
             self._record(spikes)
         self.t += steps
         return (spikes * thr).reshape(-1, *z.shape[2:])
+
+    def _offset_spike_calibration(self, z: torch.Tensor, v0: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+        """COS (Hao et al. 2023): pre-simulate ``presim`` steps of this input from v0, then shift each neuron's v0.
+
+        A residual below 0 in a neuron that fired means one spike too many (shift by -V_th); a residual at or
+        above V_th means one spike too few (+V_th). Repeating it is COS's iterative property.
+        """
+        rho = self.presim
+        if z.shape[0] < rho:
+            raise RuntimeError(f"COS needs the first {rho} steps in one call, got {z.shape[0]}: use icsnn_core.simulate")
+        for _ in range(self.presim_iterations):
+            v, fired = v0.clone(), torch.zeros_like(v0, dtype=torch.bool)
+            for t in range(rho):
+                v.add_(z[t])
+                s = v > thr
+                v.sub_(s.to(v.dtype) * thr)
+                fired |= s
+            v0 = v0 - ((v < 0) & fired).to(v.dtype) * thr + (v >= thr).to(v.dtype) * thr
+        return v0
 
     def _record(self, spikes: torch.Tensor) -> None:
         count = spikes.sum(0)
@@ -102,6 +153,14 @@ def neurons(model: nn.Module) -> Iterator[tuple[str, IFNeuron]]:
     for name, module in model.named_modules():
         if isinstance(module, IFNeuron):
             yield name, module
+
+
+def ann_kind(model: nn.Module) -> str:
+    """``"relu"`` or ``"qcfs"``: the activation the ANN was trained with (all its neurons must agree)."""
+    kinds = {n.activation for _, n in neurons(model)}
+    if len(kinds) != 1:
+        raise ValueError(f"the model mixes activations {sorted(kinds)} or has no IF neurons")
+    return kinds.pop()
 
 
 def set_mode(model: nn.Module, mode: Mode) -> nn.Module:

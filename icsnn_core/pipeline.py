@@ -14,10 +14,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .convert import balance_thresholds, convert
+from .convert import balance_thresholds, convert, thresholds_from_lambda
 from .data import Dataset, load_dataset
 from .errors import ConfigError
 from .methods import Method
+from .neuron import ann_kind, neurons
 from .profiles import Profile
 from .results import CURVE_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, key_of, merge_rows, provenance, read_rows
 from .simulate import accuracy_curve, ann_accuracy, validate_coding, validate_T
@@ -46,7 +47,9 @@ class Conversion:
 
 
 def checkpoint_path(out_dir: Path, dataset: str, spec: ModelSpec, cfg: TrainConfig) -> Path:
-    return out_dir / "checkpoints" / f"{dataset}-{spec.arch}-w{spec.width:g}-{'bn' if spec.bn else 'nobn'}-e{cfg.epochs}-s{cfg.seed}.pt"
+    act = "relu" if spec.activation == "relu" else f"qcfs{spec.levels}"
+    bn = "bn" if spec.bn else "nobn"
+    return out_dir / "checkpoints" / f"{dataset}-{spec.arch}-w{spec.width:g}-{bn}-{act}-e{cfg.epochs}-s{cfg.seed}.pt"
 
 
 def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method], T_grid: Sequence[int], *,
@@ -64,21 +67,30 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
     results_csv, curves_csv = out / "results.csv", out / "curves.csv"
     test = data.test.subset(n_test)
     model = convert(model).to(device)
+    kind = ann_kind(model)
+    for method in methods:  # refuse a method/ANN mismatch before any work is done
+        method.check_ann(model)
     ann_acc = ann_accuracy(model, test, batch_size=batch_size, device=device)
-    thresholds = balance_thresholds(model, data.train, quantile=conversion.threshold_quantile,
-                                    images=conversion.threshold_images, values=conversion.threshold_values,
-                                    batch_size=batch_size, device=device, seed=seed)
-    log(f"{base.get('arch')}: ANN accuracy {ann_acc:.2f}% on {len(test)} test images; thresholds "
+    if kind == "qcfs":  # QCFS's thresholds are its trained lambdas; the quantile settings do not apply
+        thresholds = thresholds_from_lambda(model)
+        threshold_cols = {"threshold_quantile": None, "threshold_values": "lambda", "threshold_images": None}
+    else:
+        thresholds = balance_thresholds(model, data.train, quantile=conversion.threshold_quantile,
+                                        images=conversion.threshold_images, values=conversion.threshold_values,
+                                        batch_size=batch_size, device=device, seed=seed)
+        threshold_cols = {}
+    log(f"{base.get('arch')} ({kind}): ANN accuracy {ann_acc:.2f}% on {len(test)} test images; thresholds "
         + ", ".join(f"{t:.3g}" for t in thresholds))
-    common = {**base, **asdict(conversion), "ann_accuracy": round(ann_acc, 4), "n_test": len(test), "seed": seed,
-              **provenance(device)}
+    levels = next(n for _, n in neurons(model)).levels if kind == "qcfs" else None
+    common = {**base, "ann": kind, "levels": levels, **asdict(conversion), **threshold_cols,
+              "ann_accuracy": round(ann_acc, 4), "n_test": len(test), "seed": seed, **provenance(device)}
     done = {key_of(r) for r in read_rows(results_csv)}
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
     image_shape = tuple(data.train.x.shape[1:])
     all_rows: list[dict[str, object]] = []
     for method in tqdm(methods, desc=f"methods {base.get('arch')}", disable=not progress):
         rows_for = {T: {**common, "method": method.name, "variant": method.label, **method.options(), "T": T,
-                        "latency": T} for T in T_grid}
+                        "latency": method.latency(T)} for T in T_grid}
         todo = [T for T in T_grid if key_of(rows_for[T]) not in done]
         if not todo:
             continue
@@ -92,7 +104,8 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
             for T in (todo if not method.depends_on_T else [H]):
                 row = {**rows_for[T], "accuracy": round(float(curve[T - 1]), 4)}
                 rows.append(row)
-                curves += [{**row, "t": t, "accuracy": round(float(curve[t - 1]), 4)} for t in range(1, T + 1)]
+                curves += [{**row, "t": t, "latency": method.latency(t), "accuracy": round(float(curve[t - 1]), 4)}
+                           for t in range(1, T + 1)]
         merge_rows(results_csv, rows, RESULT_COLUMNS, KEY_COLUMNS)
         merge_rows(curves_csv, curves, CURVE_COLUMNS, KEY_COLUMNS + ("t",))
         log(f"  {method.label}: " + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
@@ -115,15 +128,16 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
         raise ConfigError(f"none of --arch {list(archs or [])} is in profile {profile.name!r} "
                           f"({', '.join(m.arch for m in profile.models)})")
     for choice in choices:
-        spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std)
+        spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std,
+                         choice.activation, choice.levels)
         ckpt = checkpoint_path(out, data.name, spec, cfg)
         log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name} (checkpoint {ckpt})")
         model = train(spec, data, cfg, ckpt, device=device, progress=progress)
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
-                "width": spec.width, "bn": spec.bn, "ann": "relu", "epochs": cfg.epochs}
+                "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs}
         conversion = Conversion(profile.threshold_quantile, profile.threshold_values, profile.threshold_images,
                                 profile.coding)
-        evaluate_methods(model, data, profile.variants, profile.T_grid, conversion=conversion, out_dir=out, base=base,
+        evaluate_methods(model, data, profile.methods[choice.activation], profile.T_grid, conversion=conversion, out_dir=out, base=base,
                          n_test=profile.n_test, batch_size=profile.eval_batch_size, max_fold=profile.max_fold,
                          device=device, seed=profile.seed, progress=progress, log=log)
     return out / "results.csv"

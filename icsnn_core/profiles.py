@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .methods import Method, paper_variants
+from .methods import Method, paper_variants, peer_variants
 from .train import TrainConfig
 
 
@@ -19,6 +19,18 @@ class ModelChoice:
     arch: str
     width: float = 1.0
     bn: bool = False
+    activation: str = "relu"  # "qcfs" trains the ANN for QCFS / COS (and IC-SNN on top of it)
+    levels: int = 4
+
+
+def methods_for(calib_images: int, small_calib: int) -> dict[str, tuple[Method, ...]]:
+    """What runs on each kind of ANN: on ReLU, every paper method and reading plus OPI and COS; on QCFS,
+    QCFS and COS plus the paper's methods as printed and IC-SNN in its bounded, potential-unit reading."""
+    ic = Method.make("ic-snn", calib_images=calib_images)
+    on_qcfs = [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")]
+    on_qcfs += [ic, ic.with_options(compensation="potential", residual="clip")]
+    return {"relu": (*paper_variants(calib_images, small_calib), *peer_variants("relu")),
+            "qcfs": (*on_qcfs, *peer_variants("qcfs"))}
 
 
 @dataclass(frozen=True)
@@ -29,7 +41,7 @@ class Profile:
     models: tuple[ModelChoice, ...]
     train: TrainConfig
     T_grid: tuple[int, ...]
-    variants: tuple[Method, ...] = field(repr=False)
+    methods: dict[str, tuple[Method, ...]] = field(repr=False)  # by the ANN's activation
     threshold_quantile: float = 0.99
     threshold_values: str = "positive"
     threshold_images: int = 1000
@@ -43,22 +55,23 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci",
-        description="digits (embedded in scikit-learn), digits-cnn, 30 epochs, T = 1..64; ~1-2 minutes on 2 CPU cores",
+        description="digits (embedded in scikit-learn), digits-cnn with ReLU and with QCFS, 30 epochs, T = 1..64; ~2 minutes on 2 CPU cores",
         dataset="digits",
-        models=(ModelChoice("digits-cnn"),),
+        models=(ModelChoice("digits-cnn"), ModelChoice("digits-cnn", activation="qcfs")),
         train=TrainConfig(epochs=30, batch_size=64, milestones=(20, 25), augment=False),
         T_grid=(1, 2, 4, 8, 16, 32, 64),
-        variants=tuple(paper_variants(calib_images=512, small_calib=64)),
+        methods=methods_for(calib_images=512, small_calib=64),
         threshold_images=512,
     ),
     "cpu": Profile(
         name="cpu",
-        description="CIFAR-10, VGG16 at width 0.25 and ResNet20, a short schedule, T = 1..128 on 2,000 test images; hours on a CPU",
+        description="CIFAR-10, VGG16 at width 0.25 and ResNet20, ReLU and QCFS, a short schedule, T = 1..128 on 2,000 test images; hours on a CPU",
         dataset="cifar10",
-        models=(ModelChoice("vgg16", 0.25, bn=True), ModelChoice("resnet20", 1.0, bn=True)),
+        models=tuple(ModelChoice(arch, width, bn=True, activation=act)
+                     for arch, width in (("vgg16", 0.25), ("resnet20", 1.0)) for act in ("relu", "qcfs")),
         train=TrainConfig().scaled_to(20),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128),
-        variants=tuple(paper_variants(calib_images=512, small_calib=64)),
+        methods=methods_for(calib_images=512, small_calib=64),
         threshold_images=1000,
         n_test=2000,
         eval_batch_size=200,
@@ -66,12 +79,13 @@ PROFILES: dict[str, Profile] = {
     ),
     "full": Profile(
         name="full",
-        description="CIFAR-10, VGG16 and ResNet20 at full width, the paper's 300-epoch schedule, T = 1..256 on all 10,000 test images; GPU",
+        description="CIFAR-10, VGG16 and ResNet20 at full width, ReLU and QCFS, the paper's 300-epoch schedule, T = 1..256 on all 10,000 test images; GPU",
         dataset="cifar10",
-        models=(ModelChoice("vgg16", 1.0, bn=True), ModelChoice("resnet20", 1.0, bn=True)),
+        models=tuple(ModelChoice(arch, 1.0, bn=True, activation=act)
+                     for arch in ("vgg16", "resnet20") for act in ("relu", "qcfs")),
         train=TrainConfig(amp=True, channels_last=True),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        variants=tuple(paper_variants(calib_images=1000, small_calib=128)),
+        methods=methods_for(calib_images=1000, small_calib=128),
         threshold_images=5000,
         eval_batch_size=500,
         max_fold=65536,

@@ -1,7 +1,8 @@
 """Tidy result files: one row per measured point, provenance in every row, atomic writes.
 
 ``results.csv``: one row per (model, method with its options, T) with accuracy at t = T.
-``curves.csv``: the accuracy at every t <= T of the same runs (same key columns plus ``t``).
+``curves.csv``: the accuracy at every t <= T of the same runs (same key columns plus ``t``; ``latency``
+there is t plus any pre-simulation steps).
 """
 from __future__ import annotations
 
@@ -20,15 +21,15 @@ import torch
 from .files import atomic_write_text
 
 RESULT_COLUMNS = (
-    "profile", "dataset", "data_source", "arch", "width", "bn", "ann", "epochs", "method", "variant",
-    "init", "compensation", "residual", "granularity", "calib_images",
+    "profile", "dataset", "data_source", "arch", "width", "bn", "ann", "levels", "epochs", "method", "variant",
+    "init", "compensation", "residual", "granularity", "calib_images", "rho", "iterations",
     "threshold_quantile", "threshold_values", "threshold_images", "coding",
     "T", "latency", "accuracy", "ann_accuracy", "n_test", "seed",
     "device", "git_commit", "torch_version", "icsnn_version", "python_version", "timestamp",
 )
-KEY_COLUMNS = ("profile", "dataset", "arch", "width", "bn", "ann", "epochs", "variant", "threshold_quantile",
+KEY_COLUMNS = ("profile", "dataset", "arch", "width", "bn", "ann", "levels", "epochs", "variant", "threshold_quantile",
                "threshold_values", "threshold_images", "coding", "T", "n_test", "seed")
-CURVE_COLUMNS = KEY_COLUMNS[:8] + ("method",) + KEY_COLUMNS[8:] + ("latency", "t", "accuracy", "ann_accuracy")
+CURVE_COLUMNS = KEY_COLUMNS[:9] + ("method",) + KEY_COLUMNS[9:] + ("latency", "t", "accuracy", "ann_accuracy")
 
 
 def git_commit() -> str:

@@ -66,22 +66,26 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     """Run the SNN on one batch for ``T`` steps from the neurons' ``v0``; return each step's output ``[T, B, K]``.
 
     The neurons keep their final state (``v`` = v(T), spike records) for inspection until the next run.
+    Neurons with a pre-simulation (COS's rho) see at least rho input steps in their first call; when
+    rho > T the network runs rho steps and the first T outputs are returned (later steps cannot change them).
     """
     T = validate_T(T)
     validate_coding(coding)
     check_input(model, x)
     set_mode(model, "snn")
     named = [n for _, n in neurons(model)]
+    presim = max((n.presim for n in named), default=0)
+    total = max(T, presim)
     b = x.shape[0]
-    window = max(1, min(T, max_fold // max(1, b)))
+    window = max(1, presim, min(total, max_fold // max(1, b)))
     outs = []
-    for t0 in range(0, T, window):
-        steps = min(window, T - t0)
+    for t0 in range(0, total, window):
+        steps = min(window, total - t0)
         for n in named:
             n.steps = steps
         out = model(encode(x, steps, coding, generator))
         outs.append(out.reshape(steps, b, *out.shape[1:]))
-    return torch.cat(outs)
+    return torch.cat(outs)[:T]
 
 
 def ann_accuracy(model: nn.Module, split: Split, *, batch_size: int = 256, device: str | torch.device = "cpu") -> float:

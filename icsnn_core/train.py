@@ -38,12 +38,16 @@ class ModelSpec:
     in_channels: int = 3
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    activation: str = "relu"  # or "qcfs" (Bu et al. 2022), with L = levels
+    levels: int = 4
 
     def build(self) -> nn.Module:
-        return build_model(self.arch, self.num_classes, self.in_channels, self.width, self.bn, self.mean, self.std)
+        return build_model(self.arch, self.num_classes, self.in_channels, self.width, self.bn, self.mean, self.std,
+                           self.activation, self.levels)
 
     def describe(self) -> str:
-        return f"{self.arch} (width {self.width:g}, {'with' if self.bn else 'no'} batch norm)"
+        act = f"QCFS L={self.levels}" if self.activation == "qcfs" else "ReLU"
+        return f"{self.arch} (width {self.width:g}, {'with' if self.bn else 'no'} batch norm, {act})"
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,8 @@ def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tupl
     """Rebuild the model stored in a checkpoint; with ``expect``, refuse one of another architecture."""
     ckpt = load_checkpoint(path)
     spec = spec_of(ckpt)
-    if expect is not None and (spec.arch, spec.width, spec.bn, spec.num_classes) != (
-            expect.arch, expect.width, expect.bn, expect.num_classes):
+    fields = ("arch", "width", "bn", "num_classes", "activation", "levels")
+    if expect is not None and any(getattr(spec, f) != getattr(expect, f) for f in fields):
         raise CheckpointError(f"checkpoint {path} holds {spec.describe()} for {spec.num_classes} classes, not "
                               f"{expect.describe()} for {expect.num_classes}. Fix: pass the matching --arch/--width/--bn "
                               "or point at the right checkpoint")

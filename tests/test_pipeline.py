@@ -24,32 +24,39 @@ def test_ci_profile_writes_every_method_reading_and_T(ci_run):
     assert set(rows[0]) == set(RESULT_COLUMNS)
     by_method = {}
     for r in rows:
-        by_method.setdefault(r["method"], set()).add(r["variant"])
-        assert r["latency"] == r["T"] and r["ann"] == "relu" and r["dataset"] == "digits"
+        by_method.setdefault((r["ann"], r["method"]), set()).add(r["variant"])
+        rho = int(r["rho"]) if r["method"] == "cos" else 0
+        assert int(r["latency"]) == int(r["T"]) + rho and r["dataset"] == "digits"
+        assert (r["levels"] == "4") == (r["ann"] == "qcfs")
+        assert (r["threshold_values"] == "lambda") == (r["ann"] == "qcfs")
         assert 0.0 <= float(r["accuracy"]) <= 100.0 and float(r["ann_accuracy"]) > 90.0
         assert r["git_commit"] and r["device"].startswith("cpu") and r["torch_version"]
-    assert set(by_method) == {"snn", "i-snn", "c-snn", "ic-snn"}
-    ic = {v for v in by_method["ic-snn"]}
+    paper = {"snn", "i-snn", "c-snn", "ic-snn"}
+    assert set(by_method) == {("relu", m) for m in (*paper, "opi", "cos")} | {("qcfs", m) for m in (*paper, "qcfs", "cos")}
+    assert by_method[("relu", "cos")] == {"cos[rho=4,iterations=1]", "cos[rho=4,iterations=2]"}
+    ic = by_method[("relu", "ic-snn")]
     for reading in ("compensation=printed", "compensation=potential", "residual=raw", "residual=clip", "residual=fired",
                     "granularity=layer", "granularity=channel", "granularity=neuron", "init=weight", "calib_images=64"):
         assert any(reading in v for v in ic), reading
-    for variant in set().union(*by_method.values()):
-        assert sorted((r["T"] for r in rows if r["variant"] == variant), key=int) == T_GRID
+    for ann, method in by_method:
+        for variant in by_method[(ann, method)]:
+            assert sorted((r["T"] for r in rows if (r["ann"], r["variant"]) == (ann, variant)), key=int) == T_GRID
     assert len({tuple(r[k] for k in KEY_COLUMNS) for r in rows}) == len(rows)  # one row per measured point
 
 
 def test_curves_end_at_the_reported_accuracy(ci_run):
     rows = read_rows(ci_run / "results.csv")
     curves = read_rows(ci_run / "curves.csv")
-    last = {(c["variant"], c["T"]): c["accuracy"] for c in curves if c["t"] == c["T"]}
-    assert all(last[(r["variant"], r["T"])] == r["accuracy"] for r in rows)
+    last = {(c["ann"], c["variant"], c["T"]): (c["accuracy"], c["latency"]) for c in curves if c["t"] == c["T"]}
+    assert all(last[(r["ann"], r["variant"], r["T"])] == (r["accuracy"], r["latency"]) for r in rows)
     n_points = sum(int(r["T"]) for r in rows)
     assert len(curves) == n_points
 
 
 def test_plain_snn_gets_better_with_T_and_rerun_skips_measured_points(ci_run, monkeypatch):
-    rows = {(r["variant"], int(r["T"])): float(r["accuracy"]) for r in read_rows(ci_run / "results.csv")}
-    assert rows[("snn", 64)] > rows[("snn", 1)] + 50
+    rows = {(r["ann"], r["variant"], int(r["T"])): float(r["accuracy"]) for r in read_rows(ci_run / "results.csv")}
+    assert rows[("relu", "snn", 64)] > rows[("relu", "snn", 1)] + 50
+    assert rows[("qcfs", "qcfs", 2)] > rows[("qcfs", "snn", 2)] + 50  # QCFS's point: accurate at very low T
     before = (ci_run / "results.csv").read_bytes()
 
     def no_simulation(*a, **k):
@@ -85,16 +92,17 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
 
 
 def test_evaluate_refuses_bad_options(ci_run, tmp_path, capsys):
-    ckpt = next((ci_run / "checkpoints").glob("*.pt"))
+    ckpt = next((ci_run / "checkpoints").glob("*relu*.pt"))
     for bad, message in ((["--T", "0"], "positive integer"), (["--dataset", "fashion-mnist"], "--dataset digits"), (["--quantile", "1.5"], "(0, 1]"),
-                         (["--methods", "x-snn"], "unknown method 'x-snn'")):
+                         (["--methods", "x-snn"], "unknown method 'x-snn'"),
+                         (["--methods", "qcfs"], "QCFS-trained ANN")):
         assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path), "--quiet", *bad]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
 
 
 def test_evaluate_subcommand_on_the_trained_checkpoint(ci_run, tmp_path):
-    ckpt = next((ci_run / "checkpoints").glob("*.pt"))
+    ckpt = next((ci_run / "checkpoints").glob("*relu*.pt"))
     assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(tmp_path), "--quiet", "--methods", "snn", "ic-snn",
                  "--T", "4", "8", "--compensation", "potential", "--residual", "clip"]) == 0
     rows = read_rows(tmp_path / "results.csv")
