@@ -65,11 +65,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(
         name="cpu",
-        description="CIFAR-10, VGG16 at width 0.25 and ResNet20, ReLU and QCFS, a short schedule, T = 1..128 on 2,000 test images; hours on a CPU",
+        description="CIFAR-10, VGG16 at width 0.25 and ResNet20 at width 0.5, ReLU and QCFS, 15 epochs, T = 1..128 on 2,000 test images; hours on a CPU",
         dataset="cifar10",
         models=tuple(ModelChoice(arch, width, bn=True, activation=act)
-                     for arch, width in (("vgg16", 0.25), ("resnet20", 1.0)) for act in ("relu", "qcfs")),
-        train=TrainConfig().scaled_to(20),
+                     for arch, width in (("vgg16", 0.25), ("resnet20", 0.5)) for act in ("relu", "qcfs")),
+        train=TrainConfig().scaled_to(15),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128),
         methods=methods_for(calib_images=512, small_calib=64),
         threshold_images=1000,
