@@ -55,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--epochs", type=int, help="override the profile's epochs (its schedule is scaled to fit)")
     _data_args(rp, dataset=False)
 
+    np_ = sub.add_parser("notebooks", help="compute a profile, execute every notebook with papermill, publish to the book",
+                         description="Run `reproduce` for the profile (resumable), then execute notebooks/manifest.yml's "
+                                     "notebooks into OUT/notebooks and publish them to book/pages (unless the book shows a "
+                                     "larger profile). Exits non-zero naming any notebook and cell that failed.")
+    np_.add_argument("--profile", choices=list(PROFILES), default="ci", help="named configuration (default: ci)")
+    np_.add_argument("--out", type=Path, help="results folder (default: results/<profile> in the checkout)")
+    np_.add_argument("--render-only", action="store_true", help="re-execute the notebooks from existing results only")
+    np_.add_argument("--no-publish", action="store_true", help="do not copy the executed notebooks into book/pages")
+    np_.add_argument("--book", type=Path, help="book folder to publish into (default: the checkout's book/)")
+    np_.add_argument("--only", nargs="+", help="run only these notebooks (names from notebooks/manifest.yml)")
+    _data_args(np_, dataset=False)
+
     tp = sub.add_parser("train", help="train an ANN (the paper's recipe by default), resumable",
                         description="Train an ANN; the checkpoint is written atomically each epoch and a rerun resumes.")
     _data_args(tp)
@@ -118,6 +130,15 @@ def _run(args: argparse.Namespace) -> int:
                          download=args.download, archs=args.arch, epochs=args.epochs, progress=progress)
         print(f"wrote {path} and {path.parent / 'curves.csv'}")
         return 0
+    if args.command == "notebooks":
+        from .notebooks import BOOK, run_notebooks
+
+        book = None if args.no_publish else (args.book or BOOK)
+        failures = run_notebooks(args.profile, args.out, data_root=args.data_root, device=args.device,
+                                 render_only=args.render_only, book=book, only=args.only, progress=progress)
+        for f in failures:
+            print(f"icsnn: notebook failed: {f}", file=sys.stderr)
+        return 1 if failures else 0
     device = resolve_device(args.device)
     if args.command == "train":
         data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)

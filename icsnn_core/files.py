@@ -15,15 +15,27 @@ def _atomic(path: Path, mode: str, write: Callable[[IO[Any]], None]) -> None:
     try:
         with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; give them the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` that never leaves a half-written file at ``path``."""
     _atomic(Path(path), "wb", lambda f: torch.save(obj, f))
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _atomic(Path(path), "wb", lambda f: f.write(data))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:

@@ -12,11 +12,12 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .convert import balance_thresholds, convert, thresholds_from_lambda
 from .data import Dataset, load_dataset
 from .errors import ConfigError
+from .figures import has_spike_measurements, write_rate_coding, write_spike_measurements
 from .methods import Method
 from .neuron import ann_kind, neurons
 from .profiles import Profile
@@ -140,4 +141,11 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
         evaluate_methods(model, data, profile.methods[choice.activation], profile.T_grid, conversion=conversion, out_dir=out, base=base,
                          n_test=profile.n_test, batch_size=profile.eval_batch_size, max_fold=profile.max_fold,
                          device=device, seed=profile.seed, progress=progress, log=log)
+        # the paper's Figs. 6-7 are on the ReLU ANN; evaluate_methods converted the built-in model in place
+        if choice.activation == "relu" and not has_spike_measurements(out, spec.arch):
+            log(f"{spec.arch}: measuring first-spike times and layer outputs (Figs. 6-7)")
+            write_spike_measurements(model, data, out, base, device=device, batch_size=profile.eval_batch_size,
+                                     max_fold=profile.max_fold, seed=profile.seed, coding=profile.coding)
+    if not (out / "rate_coding.npz").exists():
+        write_rate_coding(data, out, seed=profile.seed)
     return out / "results.csv"

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import Split, batches
 from .errors import ConfigError

@@ -1,0 +1,183 @@
+"""Tables for the notebooks and the book: this project's measurements beside the paper's, with verdicts.
+
+Reads the tidy files written by :func:`icsnn_core.pipeline.reproduce`; needs pandas (the ``notebooks``
+extra). Nothing here measures anything: every number comes from a results file or the paper's tables.
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from .methods import Method
+
+PROFILE_ORDER = ("ci", "cpu", "full")  # smallest to largest
+PAPER_TO_METHOD = {"RobustNorm": "snn", "I-SNN": "i-snn", "C-SNN": "c-snn", "IC-SNN": "ic-snn"}
+AS_PRINTED = {"snn": Method.make("snn").label, "i-snn": Method.make("i-snn").label,
+              "c-snn": Method.make("c-snn").label, "ic-snn": Method.make("ic-snn").label}
+TOLERANCE_ABS, TOLERANCE_REL = 1.0, 0.25  # a cell reproduces if |ours - paper| <= 1 pp + 25% of the paper's loss
+AMBIGUITIES = {  # option -> the readings measured one at a time (the others as printed)
+    "compensation": ("printed", "potential"),
+    "residual": ("raw", "clip", "fired"),
+    "granularity": ("layer", "channel", "neuron"),
+    "calib_images": None,  # whatever sizes the profile measured
+    "init": ("data", "weight"),
+}
+
+
+def paper_tables() -> pd.DataFrame:
+    """The paper's Tables 2-5 (accuracy loss in percentage points), one row per reported cell.
+
+    Source: IC-SNN paper, Mathematics 2023, 11, 58, Tables 2-5, as cleaned in ``paper_tables.csv`` (copied
+    into the package); T = 256 stands for the paper's "256+" column.
+    """
+    with resources.files("icsnn_core.paper").joinpath("paper_tables.csv").open() as f:
+        wide = pd.read_csv(f, comment="#")
+    cols = {c: int(c[1:].replace("plus", "")) for c in wide.columns if c.startswith("T")}
+    long = wide.melt(id_vars=["table", "dataset", "arch", "method", "ann_acc"], value_vars=list(cols),
+                     var_name="T", value_name="loss").dropna(subset=["loss"])
+    long["T"] = long["T"].map(cols)
+    return long.rename(columns={"method": "paper_method"}).reset_index(drop=True)
+
+
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """``results.csv`` with the accuracy loss (ANN minus SNN accuracy, points) added."""
+    df = pd.read_csv(Path(results_dir) / "results.csv", keep_default_na=True)
+    df["loss"] = df["ann_accuracy"] - df["accuracy"]
+    return df
+
+
+def results_root() -> Path:
+    """The checkout's ``results/`` folder (where `icsnn notebooks` writes), or ``./results`` outside a checkout."""
+    here = Path(__file__).resolve().parents[1] / "results"
+    return here if here.parent.joinpath("pyproject.toml").exists() else Path("results")
+
+
+def largest_profile(results_root: str | Path = "results") -> str | None:
+    """The largest profile (full > cpu > ci) whose results.csv exists under ``results_root``."""
+    for name in reversed(PROFILE_ORDER):
+        if (Path(results_root) / name / "results.csv").exists():
+            return name
+    return None
+
+
+def verdict(paper: float, ours: float, tol_abs: float = TOLERANCE_ABS, tol_rel: float = TOLERANCE_REL) -> str:
+    """``reproduced`` if |ours - paper| <= tol_abs + tol_rel * paper, else ``better`` or ``worse`` than the paper."""
+    if paper is None or (isinstance(paper, float) and math.isnan(paper)):
+        return "not reported"
+    if ours is None or (isinstance(ours, float) and math.isnan(ours)):
+        return "not measured"
+    tol = tol_abs + tol_rel * abs(paper)
+    if abs(ours - paper) <= tol:
+        return "reproduced"
+    return "worse than paper" if ours > paper else "better than paper"
+
+
+def compare_with_paper(results: pd.DataFrame, table: int, *, variants: dict[str, str] | None = None,
+                       ann: str = "relu") -> pd.DataFrame:
+    """Every cell of a paper table beside this project's loss on the same dataset, arch and T, with a verdict.
+
+    ``variants`` maps the paper's method names to the measured variant label used for them (default: the
+    readings as printed). Rows of methods not implemented here say so.
+    """
+    paper = paper_tables()
+    paper = paper[paper["table"] == table]
+    chosen = {**{p: AS_PRINTED[m] for p, m in PAPER_TO_METHOD.items()}, **(variants or {})}
+    dataset, arch = paper["dataset"].iloc[0], paper["arch"].iloc[0]
+    ours = results[(results["dataset"] == dataset) & (results["arch"] == arch) & (results["ann"] == ann)]
+    rows = []
+    for _, cell in paper.iterrows():
+        variant = chosen.get(cell["paper_method"])
+        hit = ours[(ours["variant"] == variant) & (ours["T"] == cell["T"])] if variant else ours.iloc[0:0]
+        measured = float(hit["loss"].iloc[0]) if len(hit) else float("nan")
+        rows.append({"paper_method": cell["paper_method"], "T": int(cell["T"]), "paper_loss": cell["loss"],
+                     "our_loss": round(measured, 2) if len(hit) else None, "our_variant": variant,
+                     "verdict": verdict(cell["loss"], measured) if variant else "not implemented here"})
+    return pd.DataFrame(rows)
+
+
+def reading_distance(results: pd.DataFrame, table: int, method: str, *, ann: str = "relu") -> pd.DataFrame:
+    """For each measured reading of ``method``: mean |our loss - paper loss| over the T both report."""
+    paper = paper_tables()
+    paper_name = {m: p for p, m in PAPER_TO_METHOD.items()}[method]
+    paper = paper[(paper["table"] == table) & (paper["paper_method"] == paper_name)].set_index("T")["loss"]
+    ds, arch = paper_tables().query("table == @table")[["dataset", "arch"]].iloc[0]
+    ours = results[(results["dataset"] == ds) & (results["arch"] == arch) & (results["ann"] == ann)
+                   & (results["method"] == method)]
+    rows = []
+    for variant, g in ours.groupby("variant"):
+        both = g.set_index("T")["loss"].reindex(paper.index).dropna()
+        if len(both):
+            rows.append({"variant": variant, "cells": len(both),
+                         "mean_abs_diff": round(float((both - paper[both.index]).abs().mean()), 2)})
+    return pd.DataFrame(rows, columns=["variant", "cells", "mean_abs_diff"]).sort_values("mean_abs_diff")
+
+
+def ambiguity_table(results: pd.DataFrame, method: str = "ic-snn", *, ann: str = "relu") -> pd.DataFrame:
+    """The loss of each reading of each ambiguous option, the other options as printed, by T (wide)."""
+    printed = Method.make(method)
+    sub = results[(results["method"] == method) & (results["ann"] == ann)]
+    rows = []
+    for option, readings in AMBIGUITIES.items():
+        values = readings or sorted(int(v) for v in sub[option].dropna().unique())
+        for value in values:
+            try:
+                variant = printed.with_options(**{option: int(value) if option == "calib_images" else value}).label
+            except Exception:  # noqa: BLE001 - a reading this method does not have
+                continue
+            for _, r in sub[sub["variant"] == variant].iterrows():
+                rows.append({"option": option, "reading": value, "arch": r["arch"], "T": int(r["T"]), "loss": r["loss"]})
+    long = pd.DataFrame(rows, columns=["option", "reading", "arch", "T", "loss"])
+    return long.pivot_table(index=["arch", "option", "reading"], columns="T", values="loss", sort=False).round(2)
+
+
+def provenance_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Where the numbers come from: one row per distinct (profile, data, model, device, commit, versions)."""
+    cols = ["profile", "dataset", "data_source", "arch", "width", "ann", "epochs", "n_test", "seed", "device",
+            "git_commit", "torch_version", "icsnn_version"]
+    return results[cols].drop_duplicates().reset_index(drop=True)
+
+
+def ensure_results(profile: str, results_dir: str | Path | None = None, *, data_root: str | None = None,
+                   device: str = "auto", recompute: bool = False) -> Path:
+    """The folder of ``profile``'s results, running ``icsnn reproduce`` first if they are missing (or asked to)."""
+    from .figures import has_spike_measurements
+    from .pipeline import reproduce
+    from .profiles import get_profile
+
+    out = Path(results_dir) if results_dir else results_root() / profile
+    missing = not (out / "results.csv").exists() or not (out / "rate_coding.npz").exists()
+    if recompute or missing:
+        reproduce(get_profile(profile), out, data_root=data_root, device=device, progress=False)
+    elif not any(has_spike_measurements(out, a) for a in load_results(out)["arch"].unique()):
+        raise FileNotFoundError(f"{out} has results but no figure measurements; rerun with recompute=True")
+    return out
+
+
+def select(results: pd.DataFrame, *, dataset: str | None = None, arch: str | list[str] | None = None,
+           T_grid: list[int] | None = None, methods: list[str] | None = None) -> pd.DataFrame:
+    """Rows of the given dataset / arch(s) / T values / methods (None keeps everything)."""
+    keep = pd.Series(True, index=results.index)
+    if dataset:
+        keep &= results["dataset"] == dataset
+    if arch:
+        keep &= results["arch"].isin([arch] if isinstance(arch, str) else arch)
+    if T_grid:
+        keep &= results["T"].isin(T_grid)
+    if methods:
+        keep &= results["method"].isin(methods)
+    if not keep.any():
+        raise ValueError(f"no results for dataset={dataset} arch={arch} T={T_grid} methods={methods}")
+    return results[keep]
+
+
+def describe_profile(results: pd.DataFrame) -> str:
+    """One Markdown sentence naming the profile, data, models, device and commit behind a page."""
+    r = results.iloc[0]
+    archs = ", ".join(f"{a} (width {w:g})" for a, w in results[["arch", "width"]].drop_duplicates().itertuples(index=False))
+    commits = ", ".join(sorted({str(c)[:10] for c in results["git_commit"]}))
+    return (f"This page shows the **{r['profile']}** profile: {r['dataset']} ({r['data_source']}), {archs}, "
+            f"{int(r['epochs'])} training epochs, {int(r['n_test'])} test images, seed {int(r['seed'])}, "
+            f"measured on `{r['device']}` at commit `{commits}`.")

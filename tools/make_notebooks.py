@@ -1,0 +1,212 @@
+# Writes the source notebooks in notebooks/ (unexecuted). Edit this file, then run it, to change them consistently.
+import nbformat as nbf
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "notebooks"
+PARAMS = '''profile = "ci"      # ci | cpu | full: which run to show
+results_dir = None  # folder written by `icsnn reproduce` (default: results/<profile> in the checkout)
+data_root = None    # dataset location, only needed if the results must be computed first
+device = "auto"     # device for that computation
+recompute = False   # True: run `icsnn reproduce` for this profile before plotting
+dataset = None      # show only this dataset (default: the profile's)
+arch = None         # show only this architecture (default: every one measured)
+T_grid = None       # show only these T (default: every T measured)
+methods = None      # show only these methods (default: every one measured)'''
+SETUP = '''import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from icsnn_core import report
+
+sns.set_theme(style="whitegrid", context="notebook")
+results_dir = report.ensure_results(profile, results_dir, data_root=data_root, device=device, recompute=recompute)
+results = report.select(report.load_results(results_dir), dataset=dataset, arch=arch, T_grid=T_grid, methods=methods)
+display(Markdown(report.describe_profile(results)))'''
+PROV = '''report.provenance_table(results)'''
+
+
+def nb(name, title, intro, cells):
+    n = nbf.v4.new_notebook()
+    n.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                  "language_info": {"name": "python"}}
+    c = [nbf.v4.new_markdown_cell(f"# {title}\n\n{intro}"),
+         nbf.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters", "remove-cell"]}),
+         nbf.v4.new_code_cell(SETUP, metadata={"tags": ["hide-input"]})]
+    for kind, src, *tags in cells:
+        meta = {"tags": tags[0]} if tags else {}
+        c.append(nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src, metadata=meta))
+    c += [nbf.v4.new_markdown_cell("## Provenance\n\nEvery number above comes from these runs of this repository's code:"),
+          nbf.v4.new_code_cell(PROV, metadata={"tags": ["hide-input"]})]
+    n.cells = c
+    nbf.write(n, OUT / f"{name}.ipynb")
+
+
+nb("fig3_rate_coding", "Figure 3: rate coding of an input image",
+   "Rate coding turns each pixel intensity p in [0, 1] into a spike train that fires with probability p at "
+   "every step (paper Sec. 3.4). Averaging T steps recovers the image only up to a granularity of 1/T, which "
+   "is the coding error that the paper's compensation targets.",
+   [("code", '''data = np.load(results_dir / "rate_coding.npz")
+image, coded, Ts = data["image"], data["coded"], data["Ts"]
+show = lambda a: a.transpose(1, 2, 0).squeeze() if a.shape[0] in (1, 3) else a
+cmap = "gray" if image.shape[0] == 1 else None
+fig, axes = plt.subplots(1, len(Ts) + 1, figsize=(3 * (len(Ts) + 1), 3))
+axes[0].imshow(show(image), cmap=cmap, vmin=0, vmax=1)
+axes[0].set_title("original")
+for ax, T, c in zip(axes[1:], Ts, coded):
+    ax.imshow(show(c), cmap=cmap, vmin=0, vmax=1)
+    ax.set_title(f"rate coded, T = {T}")
+for ax in axes:
+    ax.axis("off")
+errors = {int(T): float(np.abs(c - image).mean()) for T, c in zip(Ts, coded)}
+for T, e in errors.items():
+    glue(f"fig3_err_{T}", e, display=False)
+plt.tight_layout()
+plt.show()''', ["hide-input"]),
+    ("md", "The mean absolute pixel error of the reconstruction is {glue:text}`fig3_err_32:.3f` at T = 32, "
+           "{glue:text}`fig3_err_128:.3f` at T = 128 and {glue:text}`fig3_err_1024:.3f` at T = 1024: it shrinks "
+           "like 1/sqrt(T), the standard deviation of a mean of T Bernoulli draws.")])
+
+nb("fig5_accuracy_vs_T", "Figure 5: accuracy against time steps",
+   "Accuracy of the converted SNN after t time steps, for the paper's four variants as printed (SNN, I-SNN, "
+   "C-SNN, IC-SNN) and the peers on the same trained ANNs. The x-axis is the **latency**: T plus any "
+   "pre-simulation steps (COS's rho), so that methods are compared at equal cost. The dashed line is the ANN.",
+   [("code", '''shown = [report.AS_PRINTED[m] for m in ("snn", "i-snn", "c-snn", "ic-snn")] + ["opi", "qcfs", "cos[rho=4,iterations=1]"]
+rows = results[results["variant"].isin(shown)]
+grid = sns.relplot(data=rows, x="latency", y="accuracy", hue="method", style="method", markers=True, dashes=False,
+                   row="arch", col="ann", kind="line", height=3.8, aspect=1.3)
+for (a, ann), ax in grid.axes_dict.items():
+    acc = rows[(rows["arch"] == a) & (rows["ann"] == ann)]["ann_accuracy"]
+    if len(acc):
+        ax.axhline(acc.iloc[0], ls="--", color="black", lw=1)
+    ax.set_title(f"{a}, {ann.upper()} ANN ({acc.iloc[0]:.2f}%)" if len(acc) else a)
+grid.set(xscale="log", ylim=(0, 100))
+grid.set_axis_labels("latency (time steps)", "test accuracy (%)")
+ic8 = rows[(rows["method"] == "ic-snn") & (rows["ann"] == "relu") & (rows["T"] == 8)]["accuracy"]
+glue("fig5_ic8", float(ic8.iloc[0]) if len(ic8) else float("nan"), display=False)
+glue("fig5_ann", float(rows[rows["ann"] == "relu"]["ann_accuracy"].iloc[0]), display=False)
+plt.show()''', ["hide-input"]),
+    ("md", "Left: the ReLU ANN, with the paper's methods (options as printed), OPI and COS; right: the ANN trained with "
+           "QCFS, with QCFS, COS and the paper's methods on top of it. On the first architecture, the ReLU ANN reaches "
+           "{glue:text}`fig5_ann:.2f`% and IC-SNN as printed reaches {glue:text}`fig5_ic8:.2f`% at T = 8. Every "
+           "measured point, accuracy (%) by T (COS's latency is T + 4):"),
+    ("code", '''rows.pivot_table(index=["arch", "ann", "method"], columns="T", values="accuracy", sort=False).round(2)''',
+     ["hide-input"])])
+
+nb("fig6_first_spike", "Figure 6: mean first-spike time per layer",
+   "When does each layer start to fire? For every IF layer, the mean step of a neuron's first spike (over the "
+   "neurons that fire within T, on test images), for plain conversion and for IC-SNN. The paper reports that "
+   "the initial potential makes every layer fire earlier, most of all the deep ones.",
+   [("code", '''fs = pd.read_csv(results_dir / "first_spike.csv")
+fs = fs[fs["arch"].isin(results["arch"].unique())]
+grid = sns.relplot(data=fs, x="layer", y="mean_first_spike", hue="variant", col="T", row="arch", kind="line",
+                   marker="o", height=3.5, aspect=1.4, facet_kws={"sharey": False})
+grid.set_axis_labels("IF layer", "mean first-spike step")
+plt.show()''', ["hide-input"]),
+    ("md", "Neurons that never fire within T are left out of the mean; their share per layer:"),
+    ("code", '''fs.pivot_table(index=["arch", "T", "variant"], columns="layer", values="silent_fraction", sort=False).round(3)''',
+     ["hide-input"])])
+
+nb("fig7_layer_outputs", "Figure 7: layer outputs, ANN against SNN",
+   "The decoded output of an IF layer (spike count / T x V_th) against the ANN's activation for the same test "
+   "image, for the first 120 neurons of layers 1 and 3, at T = 8, 16 and 32. The closer a method's line "
+   "follows the ANN, the smaller its conversion error.",
+   [("code", '''lo = pd.read_csv(results_dir / "layer_outputs.csv")
+for a in results["arch"].unique():
+    sub = lo[lo["arch"] == a]
+    Ts, layers = sorted(sub["T"].unique()), sorted(sub["layer"].unique())
+    fig, axes = plt.subplots(len(Ts), len(layers), figsize=(7 * len(layers), 2.6 * len(Ts)), squeeze=False)
+    for i, T in enumerate(Ts):
+        for j, layer in enumerate(layers):
+            ax = axes[i, j]
+            cell = sub[(sub["T"] == T) & (sub["layer"] == layer)]
+            first = cell[cell["variant"] == cell["variant"].iloc[0]]
+            ax.plot(first["neuron"], first["ann_value"], color="black", lw=2, label="ANN")
+            for variant, g in cell.groupby("variant", sort=False):
+                ax.plot(g["neuron"], g["snn_value"], lw=1, label=variant)
+            ax.set_title(f"{a}: layer {layer}, T = {T}", fontsize=10)
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    plt.tight_layout()
+plt.show()''', ["hide-input"]),
+    ("md", "Mean absolute difference between the decoded SNN output and the ANN activation over those neurons:"),
+    ("code", '''lo.assign(error=(lo["snn_value"] - lo["ann_value"]).abs()).pivot_table(
+    index=["arch", "layer", "variant"], columns="T", values="error", sort=False).round(4)''', ["hide-input"])])
+
+nb("tables", "Tables 2-5: accuracy loss against the paper",
+   "Accuracy loss is the ANN's accuracy minus the SNN's, in percentage points (paper Sec. 4.3). For every "
+   "cell of the paper's Tables 2-5: the paper's number, this project's number for the same dataset, "
+   "architecture, method (the reading as printed) and T, and a verdict: *reproduced* when the two differ by "
+   "at most 1 point plus 25% of the paper's loss, otherwise *better* or *worse than paper*. The paper's numbers "
+   "are its own (source: Tables 2-5 of Mathematics 2023, 11, 58, packaged as `icsnn_core/paper/paper_tables.csv`), "
+   "never ours. Widths, epochs and the JPEG copy of CIFAR-10 of the cpu profile differ from the paper's setting: "
+   "read its verdicts with the provenance below.",
+   [("code", '''paper = report.paper_tables()
+for table in (2, 3, 4, 5):
+    meta = paper[paper["table"] == table].iloc[0]
+    display(Markdown(f"### Table {table}: {meta['arch']} on {meta['dataset']} (paper's ANN: {meta['ann_acc']:.2f}%)"))
+    measured = results[(results["dataset"] == meta["dataset"]) & (results["arch"] == meta["arch"])]
+    if len(measured):
+        cmp = report.compare_with_paper(results, table)
+        display(Markdown(f"This project's ReLU ANN: {measured[measured['ann'] == 'relu']['ann_accuracy'].iloc[0]:.2f}%."))
+        display(cmp.pivot_table(index=["paper_method"], columns="T", values=["paper_loss", "our_loss"], sort=False))
+        display(cmp.pivot_table(index=["paper_method"], columns="T", values="verdict", aggfunc="first", sort=False))
+    else:
+        why = ("CIFAR-100 cannot be obtained here: these runs need the user's own copy (`--data-root`)"
+               if meta["dataset"] == "cifar100" else
+               f"this profile ran {', '.join(results['dataset'].unique())}, not {meta['dataset']}")
+        display(Markdown(f"No measured column: {why}. The paper's numbers:"))
+        display(paper[paper["table"] == table].pivot_table(index="paper_method", columns="T", values="loss", sort=False))''',
+     ["hide-input"]),
+    ("md", "The same loss for every method and T measured in this profile, whatever the dataset:"),
+    ("code", '''results.pivot_table(index=["arch", "ann", "variant"], columns="T", values="loss", sort=False).round(2)''',
+     ["hide-input"])])
+
+nb("ambiguities", "The paper's ambiguous points, measured",
+   "The paper can be read more than one way on five points (see the Method page). Each reading is measured "
+   "with the other options as printed. The first table gives IC-SNN's accuracy loss (points) per reading and "
+   "T; where the profile ran the paper's dataset and models, the second ranks the readings by their mean "
+   "distance to the paper's own losses: the reading closest to the paper is the one the authors most likely ran.",
+   [("code", '''report.ambiguity_table(results, "ic-snn")''', ["hide-input"]),
+    ("md", "I-SNN (Algorithm 2 without compensation), the same way:"),
+    ("code", '''report.ambiguity_table(results, "i-snn")''', ["hide-input"]),
+    ("code", '''for table, method in ((2, "ic-snn"), (2, "i-snn"), (4, "ic-snn"), (4, "i-snn")):
+    dist = report.reading_distance(results, table, method)
+    if len(dist):
+        display(Markdown(f"**Table {table}, {method}**: readings by mean |our loss - paper's loss| (points)"))
+        display(dist)
+    else:
+        display(Markdown(f"Table {table} ({method}): the paper's dataset and model were not run in this profile."))''',
+     ["hide-input"])])
+
+nb("comparison", "IC-SNN against its peers",
+   "All methods on the same trained ANNs, the same data and the same T grid. OPI and the paper's methods run on "
+   "the ReLU ANN; QCFS needs its own ANN (trained with the QCFS activation by the same training code), on which "
+   "IC-SNN's calibration and COS also run. COS pays rho pre-simulation steps per input, so the comparison is "
+   "by latency.",
+   [("code", '''best_ic = (results[(results["method"] == "ic-snn") & (results["ann"] == "relu")]
+           .groupby("variant")["loss"].mean().idxmin())
+picks = {("relu", "snn"): "plain (snn)", ("relu", report.AS_PRINTED["ic-snn"]): "IC-SNN as printed",
+         ("relu", best_ic): "IC-SNN, best reading", ("relu", "opi"): "OPI", ("relu", "cos[rho=4,iterations=1]"): "COS on ReLU",
+         ("qcfs", "qcfs"): "QCFS", ("qcfs", report.AS_PRINTED["ic-snn"]): "IC-SNN on QCFS",
+         ("qcfs", "cos[rho=4,iterations=1]"): "COS on QCFS"}
+rows = results[[(a, v) in picks for a, v in zip(results["ann"], results["variant"])]].copy()
+rows["method shown"] = [picks[(a, v)] for a, v in zip(rows["ann"], rows["variant"])]
+glue("best_ic", best_ic, display=False)
+grid = sns.relplot(data=rows, x="latency", y="accuracy", hue="method shown", col="arch", kind="line", marker="o",
+                   height=4, aspect=1.4)
+grid.set(xscale="log", ylim=(0, 100))
+grid.set_axis_labels("latency (time steps, T + pre-simulation)", "test accuracy (%)")
+plt.show()''', ["hide-input"]),
+    ("md", "The best IC-SNN reading here is {glue:text}`best_ic`, chosen by its mean loss on the test set after "
+           "the fact: an optimistic number, shown to bound what the method can do, not a tuned result. "
+           "Accuracy (%) by latency:"),
+    ("code", '''rows.pivot_table(index=["arch", "method shown"], columns="latency", values="accuracy", sort=False).round(2)''',
+     ["hide-input"])])
+
+nb("provenance", "Provenance of every number",
+   "Each row of every table and figure in this book comes from a results file written by `icsnn reproduce`; "
+   "every row of that file records the profile, the data copy, the model, the device, the git commit and the "
+   "package versions. This page lists the distinct combinations behind the profile shown.",
+   [("code", '''display(Markdown(f"Results folder: `{results_dir}`; {len(results)} measured points."))''', ["hide-input"])])
