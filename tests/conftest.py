@@ -28,6 +28,16 @@ def identity_layer_model(n: int, thr: float = 1.0) -> nn.Sequential:
     return nn.Sequential(nn.Flatten(), first, neuron, last)
 
 
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    """One real `icsnn reproduce --profile ci` run, shared by the tests that read what it writes."""
+    from icsnn_core.cli import main
+
+    out = tmp_path_factory.mktemp("ci")
+    assert main(["reproduce", "--profile", "ci", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
 @pytest.fixture
 def dyadic_images() -> torch.Tensor:
     """Two 'images' of three pixels with values exact in binary floating point (no rounding at ties)."""

@@ -12,13 +12,6 @@ from icsnn_core.results import KEY_COLUMNS, RESULT_COLUMNS, merge_rows, read_row
 T_GRID = ["1", "2", "4", "8", "16", "32", "64"]
 
 
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ci")
-    assert main(["reproduce", "--profile", "ci", "--out", str(out), "--quiet"]) == 0
-    return out
-
-
 def test_ci_profile_writes_every_method_reading_and_T(ci_run):
     rows = read_rows(ci_run / "results.csv")
     assert set(rows[0]) == set(RESULT_COLUMNS)

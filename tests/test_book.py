@@ -1,0 +1,130 @@
+"""The companion: report helpers, the notebook batch runner (real papermill runs) and the book build."""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from icsnn_core import notebooks as nbrun
+from icsnn_core.report import compare_with_paper, paper_tables, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURE_PAGES = ("fig3_rate_coding", "fig5_accuracy_vs_T", "fig6_first_spike", "fig7_layer_outputs", "comparison")
+
+
+def test_paper_tables_are_the_papers():
+    p = paper_tables()
+    cell = p[(p["table"] == 2) & (p["paper_method"] == "IC-SNN") & (p["T"] == 8)]
+    assert float(cell["loss"].iloc[0]) == 9.95 and float(cell["ann_acc"].iloc[0]) == 92.09
+    assert set(p["table"]) == {2, 3, 4, 5} and p["T"].max() == 256  # the paper's "256+" column
+    t5 = p[(p["table"] == 5) & (p["paper_method"] == "IC-SNN") & (p["T"] == 128)]
+    assert float(t5["loss"].iloc[0]) == 1.61  # the table's number, not the text's 1.77
+
+
+@pytest.mark.parametrize("paper,ours,expected", [
+    (9.95, 9.95, "reproduced"), (9.95, 9.95 + 1 + 0.25 * 9.95 - 1e-9, "reproduced"), (9.95, 14.0, "worse than paper"),
+    (9.95, 5.0, "better than paper"), (0.05, 1.0, "reproduced"), (0.05, 1.2, "worse than paper"),
+    (float("nan"), 3.0, "not reported"), (3.0, float("nan"), "not measured"),
+])
+def test_verdict(paper, ours, expected):
+    assert verdict(paper, ours) == expected
+
+
+def test_compare_with_paper_on_hand_made_results():
+    rows = [{"dataset": "cifar10", "arch": "vgg16", "ann": "relu", "variant": v, "T": T, "loss": loss}
+            for v, T, loss in (("ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=512]", 8, 10.5),
+                               ("ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=512]", 16, 30.0),
+                               ("snn", 16, 82.0))]
+    cmp = compare_with_paper(pd.DataFrame(rows), 2).set_index(["paper_method", "T"])
+    assert cmp.loc[("IC-SNN", 8), "verdict"] == "reproduced" and cmp.loc[("IC-SNN", 8), "paper_loss"] == 9.95
+    assert cmp.loc[("IC-SNN", 16), "verdict"] == "worse than paper"
+    assert cmp.loc[("RobustNorm", 16), "verdict"] == "reproduced"  # 82.71 printed vs 82.0 measured
+    assert cmp.loc[("IC-SNN", 32), "verdict"] == "not measured"
+    assert cmp.loc[("RNL", 16), "verdict"] == "not implemented here"
+
+
+def _page(tmp_path: Path, name: str, profile: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["icsnn"] = {"profile": profile}
+    path = tmp_path / f"{name}-{profile}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_publish_keeps_the_largest_profile(tmp_path):
+    page = tmp_path / "book" / "pages" / "x.ipynb"
+    assert nbrun.publish(_page(tmp_path, "x", "cpu"), page, "cpu")
+    assert not nbrun.publish(_page(tmp_path, "x", "ci"), page, "ci")  # a ci run never hides cpu results
+    assert nbrun._profile_of(page) == "cpu"
+    assert nbrun.publish(_page(tmp_path, "x", "full"), page, "full")
+    assert nbrun._profile_of(page) == "full"
+
+
+def test_a_failing_notebook_is_named_with_its_cell_and_keeps_the_good_copy(tmp_path, monkeypatch, ci_run):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    (src / "manifest.yml").write_text("notebooks:\n  - name: good\n  - name: bad\n")
+    for name, body in (("good", "x = 1"), ("bad", "raise ValueError('broken on purpose')")):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell('profile = "ci"\nresults_dir = None', metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell("y = 2"), nbformat.v4.new_code_cell(body)]
+        nbformat.write(nb, src / f"{name}.ipynb")
+    monkeypatch.setattr(nbrun, "NOTEBOOKS", src)
+    executed = ci_run / "notebooks"
+    executed.mkdir(exist_ok=True)
+    earlier = executed / "bad.ipynb"
+    earlier.write_text("the earlier good copy")
+    failures = nbrun.run_notebooks("ci", ci_run, render_only=True, book=None, progress=False, log=lambda m: None)
+    assert len(failures) == 1 and failures[0].startswith("bad.ipynb failed in cell 4")  # after papermill's cell
+    assert "ValueError: broken on purpose" in failures[0]
+    assert earlier.read_text() == "the earlier good copy" and (executed / "bad.failed.ipynb").exists()
+    assert (executed / "good.ipynb").exists()
+    earlier.unlink()
+    (executed / "good.ipynb").unlink()
+    (executed / "bad.failed.ipynb").unlink()
+
+
+def test_render_only_needs_results(tmp_path):
+    with pytest.raises(Exception, match="--render-only needs existing results"):
+        nbrun.run_notebooks("ci", tmp_path / "none", render_only=True, book=None, progress=False)
+
+
+@pytest.fixture(scope="module")
+def built_book(ci_run, tmp_path_factory):
+    """Every notebook executed by papermill on the ci run, published into a copy of the book, built with -W."""
+    book = tmp_path_factory.mktemp("book") / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "pages"))
+    failures = nbrun.run_notebooks("ci", ci_run, render_only=True, book=book, progress=False, log=lambda m: None)
+    assert failures == []
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
+    build = subprocess.run([jb, "build", "-W", "-n", "--keep-going", str(book)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return book / "_build" / "html"
+
+
+def test_every_page_is_built_with_its_figures_and_tables(built_book):
+    for entry in nbrun.manifest():
+        html = (built_book / "pages" / f"{entry['name']}.html").read_text()
+        assert "This page shows the <strong>ci</strong> profile" in html
+        assert "<table" in html  # every page ends with its provenance table
+        if entry["name"] in FIGURE_PAGES:
+            assert re.search(r'<img[^>]+src="[^"]+\.png"', html), entry["name"]
+    tables = (built_book / "pages" / "tables.html").read_text()
+    for table in ("Table 2", "Table 3", "Table 4", "Table 5"):
+        assert table in tables
+    assert "CIFAR-100 cannot be obtained here" in tables
+    for page in ("intro", "method", "reproduce"):
+        assert (built_book / f"{page}.html").exists()
+
+
+def test_the_site_loads_nothing_from_other_hosts(built_book):
+    external = re.compile(r'(?:src|href)\s*=\s*["\'](?:https?:)?//|url\(\s*["\']?(?:https?:)?//|THEBE_JS_URL')
+    for path in built_book.rglob("*.html"):
+        assert not external.search(path.read_text()), path
+    method = (built_book / "method.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in method and (built_book / "_static/mathjax/tex-chtml.js").exists()
