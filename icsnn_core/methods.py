@@ -147,19 +147,19 @@ class Method:
         set_initial_potential(model, v0)
 
 
-def peer_variants(ann: str) -> list[Method]:
-    """The peers that apply to an ANN trained with ``ann`` activations (COS with one and two iterations)."""
-    cos = [Method.make("cos"), Method.make("cos", iterations=2)]
-    return [Method.make("opi" if ann == "relu" else "qcfs"), *cos]
+def peer_variants(ann: str, cos_iterations: tuple[int, ...] = (1, 2)) -> list[Method]:
+    """The peers that apply to an ANN trained with ``ann`` activations (COS with each number of iterations)."""
+    return [Method.make("opi" if ann == "relu" else "qcfs"), *(Method.make("cos", iterations=i) for i in cos_iterations)]
 
 
-def paper_variants(calib_images: int, small_calib: int) -> list[Method]:
-    """The paper's methods as printed, then each ambiguous point changed one at a time."""
+def paper_variants(calib_images: int, small_calib: int, i_snn_readings: bool = True) -> list[Method]:
+    """The paper's methods as printed, then each ambiguous point changed one at a time (for I-SNN too,
+    unless ``i_snn_readings`` is False)."""
     i_snn = Method.make("i-snn", calib_images=calib_images)
     ic_snn = Method.make("ic-snn", calib_images=calib_images)
     one_at_a_time = [dict(residual="clip"), dict(residual="fired"), dict(granularity="channel"),
                      dict(granularity="neuron"), dict(calib_images=small_calib), dict(init="weight")]
-    variants = [Method.make("snn"), i_snn, *[i_snn.with_options(**o) for o in one_at_a_time],
+    variants = [Method.make("snn"), i_snn, *[i_snn.with_options(**o) for o in one_at_a_time if i_snn_readings],
                 Method.make("c-snn"), Method.make("c-snn", compensation="potential"),
                 ic_snn, ic_snn.with_options(compensation="potential"),
                 *[ic_snn.with_options(**o) for o in one_at_a_time]]

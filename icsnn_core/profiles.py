@@ -23,14 +23,19 @@ class ModelChoice:
     levels: int = 4
 
 
-def methods_for(calib_images: int, small_calib: int) -> dict[str, tuple[Method, ...]]:
+def methods_for(calib_images: int, small_calib: int, compact: bool = False) -> dict[str, tuple[Method, ...]]:
     """What runs on each kind of ANN: on ReLU, every paper method and reading plus OPI and COS; on QCFS,
-    QCFS and COS plus the paper's methods as printed and IC-SNN in its bounded, potential-unit reading."""
+    QCFS and COS plus the paper's methods as printed and IC-SNN in its bounded, potential-unit reading.
+
+    ``compact`` (for CPU-bound CIFAR runs) measures the readings one at a time for IC-SNN only, COS with one
+    iteration, and on the QCFS ANN only QCFS, COS and IC-SNN (as printed and bounded)."""
     ic = Method.make("ic-snn", calib_images=calib_images)
-    on_qcfs = [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")]
+    on_qcfs = [] if compact else [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")]
     on_qcfs += [ic, ic.with_options(compensation="potential", residual="clip")]
-    return {"relu": (*paper_variants(calib_images, small_calib), *peer_variants("relu")),
-            "qcfs": (*on_qcfs, *peer_variants("qcfs"))}
+    cos_iterations = (1,) if compact else (1, 2)
+    return {"relu": (*paper_variants(calib_images, small_calib, i_snn_readings=not compact),
+                     *peer_variants("relu", cos_iterations)),
+            "qcfs": (*on_qcfs, *peer_variants("qcfs", cos_iterations))}
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ PROFILES: dict[str, Profile] = {
                      for arch, width in (("vgg16", 0.25), ("resnet20", 0.5)) for act in ("relu", "qcfs")),
         train=TrainConfig().scaled_to(15),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128),
-        methods=methods_for(calib_images=512, small_calib=64),
+        methods=methods_for(calib_images=256, small_calib=64, compact=True),
         threshold_images=1000,
         n_test=2000,
         eval_batch_size=200,

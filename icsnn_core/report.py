@@ -15,8 +15,6 @@ from .methods import Method
 
 PROFILE_ORDER = ("ci", "cpu", "full")  # smallest to largest
 PAPER_TO_METHOD = {"RobustNorm": "snn", "I-SNN": "i-snn", "C-SNN": "c-snn", "IC-SNN": "ic-snn"}
-AS_PRINTED = {"snn": Method.make("snn").label, "i-snn": Method.make("i-snn").label,
-              "c-snn": Method.make("c-snn").label, "ic-snn": Method.make("ic-snn").label}
 TOLERANCE_ABS, TOLERANCE_REL = 1.0, 0.25  # a cell reproduces if |ours - paper| <= 1 pp + 25% of the paper's loss
 AMBIGUITIES = {  # option -> the readings measured one at a time (the others as printed)
     "compensation": ("printed", "potential"),
@@ -25,6 +23,17 @@ AMBIGUITIES = {  # option -> the readings measured one at a time (the others as 
     "calib_images": None,  # whatever sizes the profile measured
     "init": ("data", "weight"),
 }
+
+
+def printed(results: pd.DataFrame, method: str) -> Method:
+    """``method`` with every ambiguous option read as printed, with the profile's (largest) calibration size."""
+    sizes = results.loc[results["method"] == method, "calib_images"].dropna() if "calib_images" in results else []
+    return Method.make(method, calib_images=int(max(sizes))) if len(sizes) else Method.make(method)
+
+
+def printed_variant(results: pd.DataFrame, method: str) -> str:
+    """The variant label of ``method`` read as printed, as it appears in ``results``."""
+    return printed(results, method).label
 
 
 def paper_tables() -> pd.DataFrame:
@@ -84,7 +93,7 @@ def compare_with_paper(results: pd.DataFrame, table: int, *, variants: dict[str,
     """
     paper = paper_tables()
     paper = paper[paper["table"] == table]
-    chosen = {**{p: AS_PRINTED[m] for p, m in PAPER_TO_METHOD.items()}, **(variants or {})}
+    chosen = {**{p: printed_variant(results, m) for p, m in PAPER_TO_METHOD.items()}, **(variants or {})}
     dataset, arch = paper["dataset"].iloc[0], paper["arch"].iloc[0]
     ours = results[(results["dataset"] == dataset) & (results["arch"] == arch) & (results["ann"] == ann)]
     rows = []
@@ -117,14 +126,14 @@ def reading_distance(results: pd.DataFrame, table: int, method: str, *, ann: str
 
 def ambiguity_table(results: pd.DataFrame, method: str = "ic-snn", *, ann: str = "relu") -> pd.DataFrame:
     """The loss of each reading of each ambiguous option, the other options as printed, by T (wide)."""
-    printed = Method.make(method)
     sub = results[(results["method"] == method) & (results["ann"] == ann)]
+    as_printed = printed(sub, method)
     rows = []
     for option, readings in AMBIGUITIES.items():
         values = readings or sorted(int(v) for v in sub[option].dropna().unique())
         for value in values:
             try:
-                variant = printed.with_options(**{option: int(value) if option == "calib_images" else value}).label
+                variant = as_printed.with_options(**{option: int(value) if option == "calib_images" else value}).label
             except Exception:  # noqa: BLE001 - a reading this method does not have
                 continue
             for _, r in sub[sub["variant"] == variant].iterrows():
