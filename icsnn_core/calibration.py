@@ -92,7 +92,7 @@ def weight_based_init(model: nn.Module, T: int, image_shape: tuple[int, ...],
 
 @torch.no_grad()
 def residual_potentials(model: nn.Module, data: Split, T: int, *, residual: Residual = "raw",
-                        granularity: Granularity = "layer", batch_size: int = 256, max_fold: int = 8192,
+                        granularity: Granularity = "layer", batch_size: int = 256, max_fold: int | None = None,
                         coding: Coding = "direct", device: str | torch.device = "cpu", seed: int = 0) -> list[torch.Tensor]:
     """Algorithm 2's measurement: each layer's mean residual potential v(T) after T steps from the current v(0).
 

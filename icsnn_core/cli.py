@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--coding", choices=CODINGS, default=c.coding, help="direct (analog input) or rate (Bernoulli)")
     ep.add_argument("--n-test", type=int, help="first N test images (default: all)")
     ep.add_argument("--batch-size", type=int, default=256)
-    ep.add_argument("--max-fold", type=int, default=8192, help="images x steps per forward pass (memory bound)")
+    ep.add_argument("--max-fold", type=int, default=None,
+                    help="images x steps per forward pass, the memory bound (default: 256 on CPU, 65536 on GPU)")
     return parser
 
 

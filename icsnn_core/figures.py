@@ -45,7 +45,7 @@ def write_rate_coding(data: Dataset, out: Path, *, index: int = 0, Ts: Sequence[
 
 def write_spike_measurements(model: nn.Module, data: Dataset, out: Path, base: dict[str, object], *,
                              methods: Sequence[Method] = FIGURE_METHODS, n_images: int = 256,
-                             device: str = "cpu", batch_size: int = 256, max_fold: int = 8192, seed: int = 0,
+                             device: str = "cpu", batch_size: int = 256, max_fold: int | None = None, seed: int = 0,
                              coding: str = "direct") -> None:
     """Figs. 6 and 7 on a converted model whose thresholds are set: first-spike times and layer outputs."""
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=coding, seed=seed)

@@ -26,7 +26,7 @@ class FirstSpike:
 
 
 @torch.no_grad()
-def first_spike_times(model: nn.Module, split: Split, T: int, *, batch_size: int = 256, max_fold: int = 8192,
+def first_spike_times(model: nn.Module, split: Split, T: int, *, batch_size: int = 256, max_fold: int | None = None,
                       coding: Coding = "direct", device: str | torch.device = "cpu", seed: int = 0) -> list[FirstSpike]:
     """Per IF layer: the mean first-spike step (over neurons x images that fired) and the silent fraction."""
     T = validate_T(T)
@@ -58,7 +58,7 @@ def first_spike_times(model: nn.Module, split: Split, T: int, *, batch_size: int
 
 @torch.no_grad()
 def layer_outputs(model: nn.Module, x: torch.Tensor, T: int, layers: Sequence[int], *, coding: Coding = "direct",
-                  max_fold: int = 8192, seed: int = 0) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+                  max_fold: int | None = None, seed: int = 0) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """For each 1-based IF layer index: (ANN activation, SNN decoded output = count / T x V_th) on images ``x``.
 
     The SNN starts from the neurons' current v(0), so set a method first (``Method.apply``).

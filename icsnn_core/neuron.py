@@ -104,17 +104,19 @@ class IFNeuron(nn.Module):
             self.v = self.v0.to(z.dtype).expand(z.shape[1:]).clone()
             if self.presim:
                 self.v = self._offset_spike_calibration(z, self.v, thr)
-        v = self.v
-        spikes = torch.empty_like(z)
+        v, thr_f = self.v, float(thr)  # one host read per call, none per step
+        out = torch.empty_like(z)  # the output spikes, each carrying V_th
         for t in range(steps):
             v.add_(z[t])
-            torch.gt(v, thr, out=spikes[t])  # eq. (6): fire when v_temp > V_th (strict)
-            v.sub_(spikes[t] * thr)  # soft reset
+            spike = out[t]
+            torch.gt(v, thr_f, out=spike)  # eq. (6): fire when v_temp > V_th (strict)
+            spike.mul_(thr_f)
+            v.sub_(spike)  # soft reset
         self.v = v
         if self.track:
-            self._record(spikes)
+            self._record(out > 0)
         self.t += steps
-        return (spikes * thr).reshape(-1, *z.shape[2:])
+        return out.reshape(-1, *z.shape[2:])
 
     def _offset_spike_calibration(self, z: torch.Tensor, v0: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
         """COS (Hao et al. 2023): pre-simulate ``presim`` steps of this input from v0, then shift each neuron's v0.
@@ -135,7 +137,8 @@ class IFNeuron(nn.Module):
             v0 = v0 - ((v < 0) & fired).to(v.dtype) * thr + (v >= thr).to(v.dtype) * thr
         return v0
 
-    def _record(self, spikes: torch.Tensor) -> None:
+    def _record(self, fired_at: torch.Tensor) -> None:
+        spikes = fired_at.to(self.v.dtype)
         count = spikes.sum(0)
         fired = spikes.amax(0) > 0
         first_here = spikes.argmax(0).to(spikes.dtype) + (self.t + 1)  # 1-based step of the first spike

@@ -55,7 +55,7 @@ def checkpoint_path(out_dir: Path, dataset: str, spec: ModelSpec, cfg: TrainConf
 
 def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method], T_grid: Sequence[int], *,
                      conversion: Conversion, out_dir: str | os.PathLike, base: dict[str, object],
-                     n_test: int | None = None, batch_size: int = 256, max_fold: int = 8192, device: str = "cpu",
+                     n_test: int | None = None, batch_size: int = 256, max_fold: int | None = None, device: str = "cpu",
                      seed: int = 0, progress: bool = True, log: Callable[[str], None] = tqdm.write) -> list[dict[str, object]]:
     """Convert ``model`` and measure every method at every T; merge rows into ``out_dir``/results.csv.
 

@@ -52,7 +52,7 @@ class Profile:
     threshold_images: int = 1000
     n_test: int | None = None  # None: the whole test split
     eval_batch_size: int = 256
-    max_fold: int = 8192
+    max_fold: int | None = None
     coding: str = "direct"
     seed: int = 0
 
@@ -80,7 +80,6 @@ PROFILES: dict[str, Profile] = {
         threshold_images=1000,
         n_test=2000,
         eval_batch_size=200,
-        max_fold=4096,
     ),
     "full": Profile(
         name="full",

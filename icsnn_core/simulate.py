@@ -4,7 +4,9 @@ Paper Sec. 3.1 and eq. (7): the network integrates for T steps; the prediction a
 of the output layer's accumulated potential ``sum_{s<=t} (W x(s) + b)`` (no neuron on the output layer).
 Memory is bounded by ``max_fold`` (samples x steps in one forward pass) whatever T and the number of
 images: images are taken ``batch_size`` at a time and T is run in windows of ``max_fold // batch_size``
-steps, the membrane potential carried across windows. Results are the same for every chunking.
+steps, the membrane potential carried across windows. Results are the same for every chunking. The
+default fold is device-dependent: on a CPU, convolutions over a few hundred samples at a time stay in
+cache and run faster than one huge folded batch (measured in benchmarks/speed.py); a GPU wants large ones.
 """
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ from .neuron import neurons, reset, set_mode
 
 Coding = Literal["direct", "rate"]
 CODINGS = ("direct", "rate")
+
+
+def default_max_fold(device: torch.device | str) -> int:
+    """Samples x steps per forward pass when none is given: 256 on a CPU, 65,536 on a GPU."""
+    return 256 if torch.device(device).type == "cpu" else 65536
 
 
 def validate_T(T: object) -> int:
@@ -61,7 +68,7 @@ def encode(x: torch.Tensor, steps: int, coding: Coding, generator: torch.Generat
 
 
 @torch.no_grad()
-def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "direct", max_fold: int = 8192,
+def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "direct", max_fold: int | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Run the SNN on one batch for ``T`` steps from the neurons' ``v0``; return each step's output ``[T, B, K]``.
 
@@ -77,6 +84,7 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     presim = max((n.presim for n in named), default=0)
     total = max(T, presim)
     b = x.shape[0]
+    max_fold = max_fold or default_max_fold(x.device)
     window = max(1, presim, min(total, max_fold // max(1, b)))
     outs = []
     for t0 in range(0, total, window):
@@ -101,7 +109,7 @@ def ann_accuracy(model: nn.Module, split: Split, *, batch_size: int = 256, devic
 
 
 def accuracy_curve(model: nn.Module, split: Split, T: int, *, coding: Coding = "direct", batch_size: int = 256,
-                   max_fold: int = 8192, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False) -> np.ndarray:
+                   max_fold: int | None = None, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False) -> np.ndarray:
     """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split``."""
     T = validate_T(T)
     model.eval().to(device)

@@ -28,18 +28,19 @@ display(Markdown(report.describe_profile(results)))'''
 PROV = '''report.provenance_table(results)'''
 
 
-def nb(name, title, intro, cells):
+def nb(name, title, intro, cells, setup=SETUP, provenance=True):
     n = nbf.v4.new_notebook()
     n.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                   "language_info": {"name": "python"}}
     c = [nbf.v4.new_markdown_cell(f"# {title}\n\n{intro}"),
          nbf.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters", "remove-cell"]}),
-         nbf.v4.new_code_cell(SETUP, metadata={"tags": ["hide-input"]})]
+         nbf.v4.new_code_cell(setup, metadata={"tags": ["hide-input"]})]
     for kind, src, *tags in cells:
         meta = {"tags": tags[0]} if tags else {}
         c.append(nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src, metadata=meta))
-    c += [nbf.v4.new_markdown_cell("## Provenance\n\nEvery number above comes from these runs of this repository's code:"),
-          nbf.v4.new_code_cell(PROV, metadata={"tags": ["hide-input"]})]
+    if provenance:
+        c += [nbf.v4.new_markdown_cell("## Provenance\n\nEvery number above comes from these runs of this repository's code:"),
+              nbf.v4.new_code_cell(PROV, metadata={"tags": ["hide-input"]})]
     n.cells = c
     nbf.write(n, OUT / f"{name}.ipynb")
 
@@ -211,3 +212,36 @@ nb("provenance", "Provenance of every number",
    "every row of that file records the profile, the data copy, the model, the device, the git commit and the "
    "package versions. This page lists the distinct combinations behind the profile shown.",
    [("code", '''display(Markdown(f"Results folder: `{results_dir}`; {len(results)} measured points."))''', ["hide-input"])])
+
+PERF_SETUP = '''from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from icsnn_core.report import results_root
+
+files = sorted((results_root().parent / "benchmarks" / "results").glob("speed-*.csv"))
+bench = pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+display(Markdown(f"Benchmark files: {', '.join(f'`{f.name}`' for f in files) or 'none yet'}; devices: "
+                 + ", ".join(f"`{d}`" for d in bench.get("device", pd.Series(dtype=str)).unique())))'''
+
+nb("performance", "Performance",
+   "How fast the simulation is, measured by `python benchmarks/speed.py` (run by hand, not in CI) on the device "
+   "named in each table; GPU numbers appear only once measured on a GPU. **Efficiency** is T times the ANN's "
+   "forward time over the SNN's simulation time for the same batch: the SNN cannot do less dense work than T "
+   "forward passes, so 1.0 is the floor's speed (values above 1 come from cache effects of the folded batch). "
+   "`max_fold` is the number of samples x steps run in one forward pass (the default is 256 on a CPU, where "
+   "moderate folds stay in cache; folding all T steps at once is the second row of each pair).",
+   [("md", "## Efficiency against the physical floor"),
+    ("code", '''bench[bench["benchmark"] == "efficiency"][["device", "arch", "width", "batch", "T", "max_fold", "ann_ms", "snn_ms", "value"]].rename(columns={"value": "efficiency"})''', ["hide-input"]),
+    ("md", "## Against SpikingJelly\n\nThe same converted network with SpikingJelly's multi-step `IFNode` (soft reset) "
+           "in place of `IFNeuron`, both folding all T steps into one pass; `identical_outputs` checks that the two "
+           "produce the same output at every step before they are timed."),
+    ("code", '''bench[bench["benchmark"] == "spikingjelly"][["device", "arch", "width", "batch", "T", "identical_outputs", "snn_ms", "sj_ms", "value", "unit"]].rename(columns={"value": "speed-up", "snn_ms": "icsnn_ms"})''', ["hide-input"]),
+    ("md", "## Calibration cost and size\n\nIC-SNN's data-based calibration (Algorithm 3) and COS's per-input "
+           "pre-simulation against one ANN training epoch, and IC-SNN's accuracy against the number of calibration images."),
+    ("code", '''cal = bench[bench["benchmark"] == "calibration"] if "benchmark" in bench else bench
+cal if len(cal) else Markdown("Not measured yet: it needs a trained CIFAR-10 checkpoint (`--checkpoint`, `--data-root`).")''', ["hide-input"]),
+    ("md", "## Memory\n\nPeak memory of a T = 256 evaluation of VGG16: bounded by `max_fold`, not by T x the number of images."),
+    ("code", '''bench[bench["benchmark"] == "memory"][["device", "arch", "width", "T", "n_images", "max_fold", "value", "unit"]].rename(columns={"value": "peak"})''', ["hide-input"])],
+   setup=PERF_SETUP, provenance=False)
