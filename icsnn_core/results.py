@@ -33,12 +33,13 @@ CURVE_COLUMNS = KEY_COLUMNS[:9] + ("method",) + KEY_COLUMNS[9:] + ("latency", "t
 
 
 def git_commit() -> str:
-    """The commit of the checkout this package runs from (``-dirty`` if it has uncommitted changes)."""
+    """The commit of the checkout this package runs from (``-dirty`` if the package's code has uncommitted
+    changes; regenerated result files elsewhere in the checkout do not count)."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except Exception:  # noqa: BLE001 - not a git checkout (installed wheel) or git missing
