@@ -115,9 +115,9 @@ def spikingjelly(archs, T, batch, device, repeats):
     except ImportError:
         print("spikingjelly not installed: pip install --no-deps spikingjelly loguru", flush=True)
         return []
-    import spikingjelly
+    from importlib.metadata import version
 
-    backend = f"spikingjelly {getattr(spikingjelly, '__version__', '2.x')}, IFNode step_mode='m'"
+    backend = f"spikingjelly {version('spikingjelly')}, IFNode step_mode='m'"
     rows = []
     for arch, width in archs:
         ours = random_snn(arch, width, device)
