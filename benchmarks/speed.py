@@ -176,18 +176,18 @@ def calibration(checkpoint, data_root, device, T, sizes, n_test):
     print(f"one ANN training epoch: {epoch:.1f} s (estimated from 20 steps)", flush=True)
     test = data.test.subset(n_test)
     sim = dict(batch_size=256, device=device)
-    for n in sizes:
-        method = Method.make("ic-snn", calib_images=n)
+    for residual, n in ((r, n) for r in ("raw", "clip") for n in sizes):  # as printed, and the bounded reading
+        method = Method.make("ic-snn", calib_images=n, residual=residual)
         t0 = time.perf_counter()
         method.apply(model, T, data.train, image_shape=tuple(data.train.x.shape[1:]), **sim)
         sync(device)
         t_cal = time.perf_counter() - t0
         acc = float(accuracy_curve(model, test, T, batch_size=256, device=device)[-1])
         rows.append(dict(benchmark="calibration", arch=ckpt["spec"]["arch"], width=ckpt["spec"]["width"], T=T,
-                         calib_images=n, seconds=round(t_cal, 3), epoch_seconds=round(epoch, 2),
+                         method="ic-snn", variant=method.label, calib_images=n, seconds=round(t_cal, 3), epoch_seconds=round(epoch, 2),
                          value=round(t_cal / epoch, 4), unit="calibration time / training epoch", accuracy=acc,
                          n_test=len(test)))
-        print(f"IC-SNN calibration with {n} images at T={T}: {t_cal:.1f} s ({t_cal/epoch:.3f} epochs), "
+        print(f"IC-SNN (residual={residual}) calibration with {n} images at T={T}: {t_cal:.1f} s ({t_cal/epoch:.3f} epochs), "
               f"accuracy {acc:.2f}% on {len(test)} test images", flush=True)
     # COS calibrates per input during inference: its cost is the rho extra steps of every simulation
     x = test.images(slice(0, 256), device)
