@@ -218,7 +218,7 @@ def _cifar_from_image_folder(name: str, folder: Path) -> Dataset:
     expected = 10 if name == "cifar10" else 100
     if len(classes) != expected:
         raise _missing(name, folder, f"train/ holds {len(classes)} class folders, expected {expected}")
-    splits = []
+    splits, jpeg = [], False
     for part in ("train", "test"):
         xs, ys = [], []
         for label, cls in enumerate(classes):
@@ -226,13 +226,15 @@ def _cifar_from_image_folder(name: str, folder: Path) -> Dataset:
             files = sorted(d.glob("*.jpg")) + sorted(d.glob("*.png")) if d.is_dir() else []
             if not files:
                 raise _missing(name, folder, f"{part}/{cls}/ is missing or holds no images")
+            jpeg |= any(f.suffix == ".jpg" for f in files)
             for f in files:
                 with Image.open(f) as im:
                     xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
             ys += [label] * len(files)
         x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
         splits.append(Split(x, torch.tensor(ys, dtype=torch.long), 1 / 255))
-    return Dataset(name, splits[0], splits[1], expected, source=f"image folder {folder}")
+    kind = "JPEG images (a lossy copy: accuracy runs below the original pixels')" if jpeg else "images"
+    return Dataset(name, splits[0], splits[1], expected, source=f"image folder {folder.name}/ of {kind}")
 
 
 def _cifar_from_torchvision(name: str, root: Path) -> Dataset:
