@@ -232,7 +232,10 @@ def _cifar_from_image_folder(name: str, folder: Path) -> Dataset:
                     xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
             ys += [label] * len(files)
         x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
-        splits.append(Split(x, torch.tensor(ys, dtype=torch.long), 1 / 255))
+        # folders hold one class after another; a fixed shuffle makes "the first n images" (threshold and
+        # calibration images, a test subset) a class-balanced sample, as in the original interleaved batches
+        order = torch.randperm(len(ys), generator=torch.Generator().manual_seed(0))
+        splits.append(Split(x[order], torch.tensor(ys, dtype=torch.long)[order], 1 / 255))
     kind = "JPEG images (a lossy copy: accuracy runs below the original pixels')" if jpeg else "images"
     return Dataset(name, splits[0], splits[1], expected, source=f"image folder {folder.name}/ of {kind}")
 
