@@ -151,7 +151,7 @@ def spikingjelly(archs, T, batch, device, repeats):
     return rows
 
 
-def calibration(checkpoint, data_root, device, T, sizes, n_test):
+def calibration(checkpoint, data_root, device, T, sizes, n_test, residuals=("raw", "clip")):
     model, ckpt = load_model(checkpoint)
     data = load_dataset(ckpt["dataset"], data_root)
     model = convert(model).to(device)
@@ -176,7 +176,7 @@ def calibration(checkpoint, data_root, device, T, sizes, n_test):
     print(f"one ANN training epoch: {epoch:.1f} s (estimated from 20 steps)", flush=True)
     test = data.test.subset(n_test)
     sim = dict(batch_size=256, device=device)
-    for residual, n in ((r, n) for r in ("raw", "clip") for n in sizes):  # as printed, and the bounded reading
+    for residual, n in ((r, n) for r in residuals for n in sizes):  # as printed, and the bounded reading
         method = Method.make("ic-snn", calib_images=n, residual=residual)
         t0 = time.perf_counter()
         method.apply(model, T, data.train, image_shape=tuple(data.train.x.shape[1:]), **sim)
@@ -257,6 +257,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", help="trained checkpoint for the calibration benchmark (skipped without it)")
     p.add_argument("--data-root", help="its dataset (e.g. the CIFAR-10 archive)")
     p.add_argument("--skip", nargs="*", default=[], choices=["efficiency", "spikingjelly", "calibration", "memory"])
+    p.add_argument("--calib-test", type=int, default=2000, help="test images for the calibration-size study")
+    p.add_argument("--calib-residuals", nargs="+", default=["raw", "clip"], help="IC-SNN residual readings to study")
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
     archs = [("vgg16", 1.0), ("resnet20", 1.0)] if cuda else [("vgg16", 0.25), ("resnet20", 0.5)]
@@ -268,7 +270,7 @@ def main(argv=None):
         rows += spikingjelly(archs, 32, batch, args.device, args.repeats)
     if "calibration" not in args.skip and args.checkpoint:
         rows += calibration(args.checkpoint, args.data_root, args.device, 16,
-                            (64, 128, 256, 512, 1024, 2048, 5000, 10000), 2000)
+                            (64, 128, 256, 512, 1024, 2048, 5000, 10000), args.calib_test, tuple(args.calib_residuals))
     if "memory" not in args.skip:
         width = 1.0 if cuda else 0.25
         fold = default_max_fold(args.device)
