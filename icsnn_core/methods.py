@@ -21,6 +21,9 @@ from .errors import ConfigError
 from .neuron import ann_kind, neurons
 
 METHODS = ("snn", "i-snn", "c-snn", "ic-snn", "opi", "qcfs", "cos")
+# the smallest calibration set whose IC-SNN accuracy is within 0.2 points of 10,000 images' (benchmarks/speed.py:
+# VGG16 w0.25 on CIFAR-10, T = 16, clipped residual, all 10,000 test images; see the book's Performance page)
+DEFAULT_CALIB_IMAGES = 128
 INITS = ("data", "weight")
 # the options each method reads; the others are left empty in results
 _OPTIONS = {
@@ -56,7 +59,8 @@ class Method:
 
     @classmethod
     def make(cls, name: str, *, init: str = "data", compensation: str = "printed", residual: str = "raw",
-             granularity: str = "layer", calib_images: int = 512, rho: int = 4, iterations: int = 1) -> "Method":
+             granularity: str = "layer", calib_images: int = DEFAULT_CALIB_IMAGES, rho: int = 4,
+             iterations: int = 1) -> "Method":
         """Build a method, validating every option and blanking those it does not read."""
         if name not in METHODS:
             raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
@@ -152,13 +156,13 @@ def peer_variants(ann: str, cos_iterations: tuple[int, ...] = (1, 2)) -> list[Me
     return [Method.make("opi" if ann == "relu" else "qcfs"), *(Method.make("cos", iterations=i) for i in cos_iterations)]
 
 
-def paper_variants(calib_images: int, small_calib: int, i_snn_readings: bool = True) -> list[Method]:
+def paper_variants(calib_images: int, other_calib: int, i_snn_readings: bool = True) -> list[Method]:
     """The paper's methods as printed, then each ambiguous point changed one at a time (for I-SNN too,
     unless ``i_snn_readings`` is False)."""
     i_snn = Method.make("i-snn", calib_images=calib_images)
     ic_snn = Method.make("ic-snn", calib_images=calib_images)
     one_at_a_time = [dict(residual="clip"), dict(residual="fired"), dict(granularity="channel"),
-                     dict(granularity="neuron"), dict(calib_images=small_calib), dict(init="weight")]
+                     dict(granularity="neuron"), dict(calib_images=other_calib), dict(init="weight")]
     variants = [Method.make("snn"), i_snn, *[i_snn.with_options(**o) for o in one_at_a_time if i_snn_readings],
                 Method.make("c-snn"), Method.make("c-snn", compensation="potential"),
                 ic_snn, ic_snn.with_options(compensation="potential"),

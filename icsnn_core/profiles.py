@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .methods import Method, paper_variants, peer_variants
+from .methods import DEFAULT_CALIB_IMAGES, Method, paper_variants, peer_variants
 from .train import TrainConfig
 
 
@@ -23,7 +23,7 @@ class ModelChoice:
     levels: int = 4
 
 
-def methods_for(calib_images: int, small_calib: int, compact: bool = False) -> dict[str, tuple[Method, ...]]:
+def methods_for(calib_images: int, other_calib: int, compact: bool = False) -> dict[str, tuple[Method, ...]]:
     """What runs on each kind of ANN: on ReLU, every paper method and reading plus OPI and COS; on QCFS,
     QCFS and COS plus the paper's methods as printed and IC-SNN in its bounded, potential-unit reading.
 
@@ -33,7 +33,7 @@ def methods_for(calib_images: int, small_calib: int, compact: bool = False) -> d
     on_qcfs = [] if compact else [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")]
     on_qcfs += [ic, ic.with_options(compensation="potential", residual="clip")]
     cos_iterations = (1,) if compact else (1, 2)
-    return {"relu": (*paper_variants(calib_images, small_calib, i_snn_readings=not compact),
+    return {"relu": (*paper_variants(calib_images, other_calib, i_snn_readings=not compact),
                      *peer_variants("relu", cos_iterations)),
             "qcfs": (*on_qcfs, *peer_variants("qcfs", cos_iterations))}
 
@@ -65,7 +65,7 @@ PROFILES: dict[str, Profile] = {
         models=(ModelChoice("digits-cnn"), ModelChoice("digits-cnn", activation="qcfs")),
         train=TrainConfig(epochs=30, batch_size=64, milestones=(20, 25), augment=False),
         T_grid=(1, 2, 4, 8, 16, 32, 64),
-        methods=methods_for(calib_images=512, small_calib=64),
+        methods=methods_for(calib_images=512, other_calib=64),
         threshold_images=512,
     ),
     "cpu": Profile(
@@ -76,7 +76,7 @@ PROFILES: dict[str, Profile] = {
                      for arch, width in (("vgg16", 0.25), ("resnet20", 0.5)) for act in ("relu", "qcfs")),
         train=TrainConfig().scaled_to(15),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128),
-        methods=methods_for(calib_images=256, small_calib=64, compact=True),
+        methods=methods_for(calib_images=DEFAULT_CALIB_IMAGES, other_calib=1024, compact=True),
         threshold_images=1000,
         n_test=2000,
         eval_batch_size=200,
@@ -89,7 +89,7 @@ PROFILES: dict[str, Profile] = {
                      for arch in ("vgg16", "resnet20") for act in ("relu", "qcfs")),
         train=TrainConfig(amp=True, channels_last=True),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        methods=methods_for(calib_images=1000, small_calib=128),
+        methods=methods_for(calib_images=DEFAULT_CALIB_IMAGES, other_calib=1024),
         threshold_images=5000,
         eval_batch_size=500,
         max_fold=65536,

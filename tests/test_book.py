@@ -35,10 +35,10 @@ def test_verdict(paper, ours, expected):
 
 
 def test_compare_with_paper_on_hand_made_results():
-    rows = [{"dataset": "cifar10", "arch": "vgg16", "ann": "relu", "variant": v, "T": T, "loss": loss}
-            for v, T, loss in (("ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=512]", 8, 10.5),
-                               ("ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=512]", 16, 30.0),
-                               ("snn", 16, 82.0))]
+    ic = "ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=512]"
+    rows = [{"dataset": "cifar10", "arch": "vgg16", "ann": "relu", "method": v.split("[")[0], "calib_images": c,
+             "variant": v, "T": T, "loss": loss}
+            for v, c, T, loss in ((ic, 512, 8, 10.5), (ic, 512, 16, 30.0), ("snn", None, 16, 82.0))]
     cmp = compare_with_paper(pd.DataFrame(rows), 2).set_index(["paper_method", "T"])
     assert cmp.loc[("IC-SNN", 8), "verdict"] == "reproduced" and cmp.loc[("IC-SNN", 8), "paper_loss"] == 9.95
     assert cmp.loc[("IC-SNN", 16), "verdict"] == "worse than paper"

@@ -102,4 +102,4 @@ def test_method_validation():
     # options a method does not read are blank, so they cannot masquerade as a different reading
     assert Method.make("snn", compensation="potential") == Method.make("snn")
     assert Method.make("i-snn", init="weight").residual is None
-    assert Method.make("ic-snn").label == "ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=512]"
+    assert Method.make("ic-snn").label == "ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=128]"
