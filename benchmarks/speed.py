@@ -23,12 +23,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from icsnn_core.calibration import coding_compensation  # noqa: E402
 from icsnn_core.convert import convert  # noqa: E402
-from icsnn_core.data import Split, load_dataset  # noqa: E402
+from icsnn_core.data import load_dataset  # noqa: E402
 from icsnn_core.methods import Method  # noqa: E402
 from icsnn_core.models import build_model  # noqa: E402
-from icsnn_core.neuron import IFNeuron, neurons, reset, set_mode  # noqa: E402
+from icsnn_core.neuron import neurons, reset, set_mode  # noqa: E402
 from icsnn_core.results import provenance, write_rows  # noqa: E402
 from icsnn_core.simulate import accuracy_curve, default_max_fold, simulate  # noqa: E402
 from icsnn_core.train import TrainConfig, load_model  # noqa: E402

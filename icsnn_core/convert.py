@@ -7,7 +7,6 @@ average-pool / flatten / residual-add blocks (traced with ``torch.fx``).
 """
 from __future__ import annotations
 
-import operator
 from typing import Literal
 
 import torch

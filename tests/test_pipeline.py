@@ -1,5 +1,4 @@
 """The CLI's ci profile end to end (the real pipeline on the embedded digits set), and what it writes."""
-import csv
 import subprocess
 import sys
 
