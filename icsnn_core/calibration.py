@@ -20,7 +20,7 @@ from torch import nn
 
 from .data import Split, batches
 from .errors import ConfigError
-from .neuron import IFNeuron, neurons, reset, set_mode
+from .neuron import IFNeuron, neurons, recording, reset, set_mode
 from .simulate import Coding, simulate, validate_T
 
 Granularity = Literal["layer", "channel", "neuron"]
@@ -106,9 +106,7 @@ def residual_potentials(model: nn.Module, data: Split, T: int, *, residual: Resi
     counts: list[torch.Tensor | None] = [None] * len(named)
     g = torch.Generator().manual_seed(seed)
     model.eval().to(device)
-    for n in named:
-        n.track = residual == "fired"
-    try:
+    with recording(model, named, on=residual == "fired"):
         for x, _ in batches(data, batch_size, device=device):
             reset(model)
             simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g)
@@ -117,10 +115,6 @@ def residual_potentials(model: nn.Module, data: Split, T: int, *, residual: Resi
                 s, c = (v * weight).sum(0), weight.sum(0)
                 sums[k] = s if sums[k] is None else sums[k] + s
                 counts[k] = c if counts[k] is None else counts[k] + c
-    finally:
-        for n in named:
-            n.track = False
-        reset(model)
     out = []
     for s, c in zip(sums, counts):
         if granularity == "layer":

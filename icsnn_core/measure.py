@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .data import Split, batches
-from .neuron import neurons, reset, set_mode
+from .neuron import neurons, recording, reset, set_mode
 from .simulate import Coding, encode, simulate, validate_T
 
 
@@ -36,9 +36,7 @@ def first_spike_times(model: nn.Module, split: Split, T: int, *, batch_size: int
     count = torch.zeros(len(named), dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     model.eval().to(device)
-    for _, n in named:
-        n.track = True
-    try:
+    with recording(model, (n for _, n in named)):
         for x, _ in batches(split, batch_size, device=device):
             reset(model)
             simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g)
@@ -48,10 +46,6 @@ def first_spike_times(model: nn.Module, split: Split, T: int, *, batch_size: int
                 total[k] += float(fs[ok].double().sum())
                 fired[k] += float(ok.sum())
                 count[k] += fs.numel()
-    finally:
-        for _, n in named:
-            n.track = False
-        reset(model)
     return [FirstSpike(k + 1, name, float(total[k] / fired[k]) if fired[k] else float("nan"),
                        float(1 - fired[k] / count[k])) for k, (name, _) in enumerate(named)]
 
@@ -77,16 +71,10 @@ def layer_outputs(model: nn.Module, x: torch.Tensor, T: int, layers: Sequence[in
     finally:
         for h in hooks:
             h.remove()
-    for k in layers:
-        named[k - 1].track = True
-    try:
+    with recording(model, (named[k - 1] for k in layers)):
         reset(model)
         simulate(model, x, T, coding=coding, max_fold=max_fold, generator=torch.Generator().manual_seed(seed))
         snn = {k: named[k - 1].spike_count / T * named[k - 1].threshold for k in layers}
-    finally:
-        for k in layers:
-            named[k - 1].track = False
-        reset(model)
     return {k: (ann[k], snn[k]) for k in layers}
 
 

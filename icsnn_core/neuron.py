@@ -15,7 +15,8 @@ mode with a trainable per-layer ``lam``; COS's offset-spike calibration (Hao et 
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -180,3 +181,18 @@ def reset(model: nn.Module) -> None:
     """Reset the membrane potential and spike records of every neuron."""
     for _, n in neurons(model):
         n.reset()
+
+
+@contextmanager
+def recording(model: nn.Module, which: Iterable[IFNeuron], on: bool = True) -> Iterator[None]:
+    """Record spike counts and first-spike times of ``which`` neurons inside the block; afterwards stop
+    recording and reset the whole model, whatever happened."""
+    which = list(which)
+    for n in which:
+        n.track = on
+    try:
+        yield
+    finally:
+        for n in which:
+            n.track = False
+        reset(model)

@@ -109,10 +109,10 @@ def compare_with_paper(results: pd.DataFrame, table: int, *, variants: dict[str,
 
 def reading_distance(results: pd.DataFrame, table: int, method: str, *, ann: str = "relu") -> pd.DataFrame:
     """For each measured reading of ``method``: mean |our loss - paper loss| over the T both report."""
-    paper = paper_tables()
+    tables = paper_tables()
     paper_name = {m: p for p, m in PAPER_TO_METHOD.items()}[method]
-    paper = paper[(paper["table"] == table) & (paper["paper_method"] == paper_name)].set_index("T")["loss"]
-    ds, arch = paper_tables().query("table == @table")[["dataset", "arch"]].iloc[0]
+    paper = tables[(tables["table"] == table) & (tables["paper_method"] == paper_name)].set_index("T")["loss"]
+    ds, arch = tables[tables["table"] == table][["dataset", "arch"]].iloc[0]
     ours = results[(results["dataset"] == ds) & (results["arch"] == arch) & (results["ann"] == ann)
                    & (results["method"] == method)]
     rows = []
