@@ -12,7 +12,7 @@ from .data import DATASETS, load_dataset
 from .errors import ConfigError, IcsnnError
 from .methods import INITS, METHODS, Method
 from .models import ARCHS
-from .neuron import ACTIVATIONS
+from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--profile", choices=list(PROFILES), default="ci", help="named configuration (default: ci)")
     rp.add_argument("--out", required=True, type=Path, help="output folder (results, curves, checkpoints)")
     rp.add_argument("--arch", nargs="+", choices=ARCHS, help="only these architectures of the profile")
+    rp.add_argument("--activation", nargs="+", choices=ACTIVATIONS,
+                    help="only the profile's ANNs trained with these activations")
     rp.add_argument("--epochs", type=int, help="override the profile's epochs (its schedule is scaled to fit)")
     _data_args(rp, dataset=False)
 
@@ -76,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                     help="relu (the paper) or qcfs (Bu et al. 2022: quantization clip-floor-shift, trainable lambda)")
     tp.add_argument("--levels", type=int, default=4, help="QCFS quantization levels L (default 4)")
+    tp.add_argument("--init-lambda", type=float, default=DEFAULT_INIT_LAMBDA,
+                    help=f"QCFS: lambda's starting value (default {DEFAULT_INIT_LAMBDA:g}; QCFS's code uses 8, which "
+                         "collapsed behind batch norm on CIFAR-10)")
     tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
     d = TrainConfig()
     tp.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
@@ -128,7 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             profile = replace(profile, seed=args.seed)
         path = reproduce(profile, args.out, data_root=args.data_root, device=args.device,
-                         download=args.download, archs=args.arch, epochs=args.epochs, progress=progress)
+                         download=args.download, archs=args.arch, activations=args.activation, epochs=args.epochs,
+                         progress=progress)
         print(f"wrote {path} and {path.parent / 'curves.csv'}")
         return 0
     if args.command == "notebooks":
@@ -149,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = (cfg.scaled_to(args.epochs) if args.milestones is None
                else replace(cfg, epochs=args.epochs, milestones=tuple(args.milestones)))
         spec = ModelSpec(args.arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std,
-                         args.activation, args.levels)
+                         args.activation, args.levels, args.init_lambda)
         train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress)
         print(f"wrote {args.checkpoint}")
         return 0

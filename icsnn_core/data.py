@@ -278,7 +278,11 @@ def extract_archive(archive: Path, dest: Path) -> Path:
                     raise DataError(f"{archive} holds an unsafe member {m.name!r}. Fix: use the original archive")
             tar.extractall(tmp)
         inner = [p for p in tmp.iterdir()]
-        os.replace(inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp, target)
+        try:
+            os.replace(inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp, target)
+        except OSError:
+            if not target.is_dir():  # not another process finishing the same extraction first
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

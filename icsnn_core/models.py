@@ -136,11 +136,12 @@ _BUILDERS = {"vgg16": VGG16, "resnet20": ResNet20, "digits-cnn": DigitsCNN}
 
 def build_model(arch: str, num_classes: int, in_channels: int, width: float = 1.0, bn: bool = False,
                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), activation: str = "relu",
-                levels: int = 4) -> nn.Module:
-    """Build a built-in architecture by name (one of :data:`ARCHS`) with ReLU or QCFS (``levels`` = L) activations."""
+                levels: int = 4, init_lambda: float = 2.0) -> nn.Module:
+    """Build a built-in architecture by name (one of :data:`ARCHS`) with ReLU or QCFS activations (``levels`` = L,
+    trainable lambda starting at ``init_lambda``)."""
     if arch not in _BUILDERS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
     return _BUILDERS[arch](num_classes=num_classes, in_channels=in_channels, width=width, bn=bn, mean=mean, std=std,
-                           neuron=partial(IFNeuron, activation, levels))
+                           neuron=partial(IFNeuron, activation, levels, init_lambda))

@@ -6,6 +6,7 @@ what it measured and, run again, skips the points it already has.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -96,6 +97,7 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         if not todo:
             continue
         rows, curves = [], []
+        started = time.perf_counter()
         # v(0) of a T-independent method is the same for every horizon: one simulation serves every T
         horizons = todo if method.depends_on_T else [max(todo)]
         for H in horizons:
@@ -109,25 +111,29 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
                            for t in range(1, T + 1)]
         merge_rows(results_csv, rows, RESULT_COLUMNS, KEY_COLUMNS)
         merge_rows(curves_csv, curves, CURVE_COLUMNS, KEY_COLUMNS + ("t",))
-        log(f"  {method.label}: " + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
+        log(f"  {method.label} ({time.perf_counter() - started:.0f} s): " + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
         all_rows += rows
     return all_rows
 
 
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
-              download: bool = False, archs: Sequence[str] | None = None, epochs: int | None = None,
-              progress: bool = True, log: Callable[[str], None] = tqdm.write) -> Path:
-    """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv."""
+              download: bool = False, archs: Sequence[str] | None = None, activations: Sequence[str] | None = None,
+              epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write) -> Path:
+    """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv.
+
+    ``archs`` / ``activations`` restrict the run to some of the profile's models (e.g. one process per ANN,
+    each with its own ``out_dir``: two processes must not merge into the same results.csv)."""
     device = resolve_device(device)
     out = Path(out_dir)
     data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
     cfg = replace(profile.train, seed=profile.seed)
     if epochs is not None:
         cfg = cfg.scaled_to(epochs)
-    choices = [m for m in profile.models if archs is None or m.arch in archs]
+    choices = [m for m in profile.models if (archs is None or m.arch in archs)
+               and (activations is None or m.activation in activations)]
     if not choices:
-        raise ConfigError(f"none of --arch {list(archs or [])} is in profile {profile.name!r} "
-                          f"({', '.join(m.arch for m in profile.models)})")
+        raise ConfigError(f"no model of profile {profile.name!r} ({', '.join(f'{m.arch}/{m.activation}' for m in profile.models)}) "
+                          f"matches --arch {list(archs or [])} --activation {list(activations or [])}")
     for choice in choices:
         spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std,
                          choice.activation, choice.levels)

@@ -23,18 +23,23 @@ class ModelChoice:
     levels: int = 4
 
 
-def methods_for(calib_images: int, other_calib: int, compact: bool = False) -> dict[str, tuple[Method, ...]]:
+def methods_for(calib_images: int, other_calib: int, compact: bool = False,
+                cos_iterations: tuple[int, ...] = (1, 2)) -> dict[str, tuple[Method, ...]]:
     """What runs on each kind of ANN: on ReLU, every paper method and reading plus OPI and COS; on QCFS,
     QCFS and COS plus the paper's methods as printed and IC-SNN in its bounded, potential-unit reading.
 
-    ``compact`` (for CPU-bound CIFAR runs) measures the readings one at a time for IC-SNN only, COS with one
-    iteration, and on the QCFS ANN only QCFS, COS and IC-SNN (as printed and bounded)."""
+    ``compact`` (for compute-bound CIFAR runs) measures the readings one at a time for IC-SNN only, and on the
+    QCFS ANN the one-simulation methods (plain, QCFS, COS) and IC-SNN (as printed and bounded). The peers and
+    plain conversion, which need one simulation for every T, run first: a run cut short keeps them."""
     ic = Method.make("ic-snn", calib_images=calib_images)
-    on_qcfs = [] if compact else [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")]
-    on_qcfs += [ic, ic.with_options(compensation="potential", residual="clip")]
-    cos_iterations = (1,) if compact else (1, 2)
-    return {"relu": (*paper_variants(calib_images, other_calib, i_snn_readings=not compact),
-                     *peer_variants("relu", cos_iterations)),
+    bounded_ic = [ic, ic.with_options(compensation="potential", residual="clip")]
+    if compact:
+        paper = paper_variants(calib_images, other_calib, i_snn_readings=False)[1:]
+        paper.insert(paper.index(ic) + 1, bounded_ic[1])  # both bounded readings at once, beside the printed one
+        return {"relu": (Method.make("snn"), *peer_variants("relu", cos_iterations), *paper),
+                "qcfs": (Method.make("snn"), *peer_variants("qcfs", cos_iterations), *bounded_ic)}
+    on_qcfs = [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")] + bounded_ic
+    return {"relu": (*paper_variants(calib_images, other_calib), *peer_variants("relu", cos_iterations)),
             "qcfs": (*on_qcfs, *peer_variants("qcfs", cos_iterations))}
 
 
@@ -76,23 +81,25 @@ PROFILES: dict[str, Profile] = {
                      for arch, width in (("vgg16", 0.25), ("resnet20", 0.5)) for act in ("relu", "qcfs")),
         train=TrainConfig().scaled_to(15),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128),
-        methods=methods_for(calib_images=DEFAULT_CALIB_IMAGES, other_calib=1024, compact=True),
+        methods=methods_for(calib_images=DEFAULT_CALIB_IMAGES, other_calib=1024, compact=True, cos_iterations=(1,)),
         threshold_images=1000,
         n_test=2000,
         eval_batch_size=200,
     ),
+    # sized to the 30 minutes of GPU time a session may be lent: one architecture (its ReLU and QCFS ANNs
+    # trained side by side, then every method) fits one 10-minute call on an H100
     "full": Profile(
         name="full",
-        description="CIFAR-10, VGG16 and ResNet20 at full width, ReLU and QCFS, the paper's 300-epoch schedule, T = 1..256 on all 10,000 test images; GPU",
+        description="CIFAR-10, VGG16 and ResNet20 at full width, ReLU and QCFS, the paper's schedule scaled to 30 epochs, T = 1..256 on all 10,000 test images; GPU",
         dataset="cifar10",
         models=tuple(ModelChoice(arch, 1.0, bn=True, activation=act)
                      for arch in ("vgg16", "resnet20") for act in ("relu", "qcfs")),
-        train=TrainConfig(amp=True, channels_last=True),
+        train=TrainConfig(amp=True, channels_last=True).scaled_to(30),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        methods=methods_for(calib_images=DEFAULT_CALIB_IMAGES, other_calib=1024),
+        methods=methods_for(calib_images=DEFAULT_CALIB_IMAGES, other_calib=1024, compact=True),
         threshold_images=5000,
         eval_batch_size=500,
-        max_fold=65536,
+        max_fold=16384,  # two processes share one GPU; a larger fold does not simulate faster
     ),
 }
 

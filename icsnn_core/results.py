@@ -7,6 +7,7 @@ there is t plus any pre-simulation steps).
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
 import platform
@@ -34,7 +35,8 @@ CURVE_COLUMNS = KEY_COLUMNS[:9] + ("method",) + KEY_COLUMNS[9:] + ("latency", "t
 
 def git_commit() -> str:
     """The commit of the checkout this package runs from (``-dirty`` if the package's code has uncommitted
-    changes; regenerated result files elsewhere in the checkout do not count)."""
+    changes; regenerated result files elsewhere in the checkout do not count). Where there is no git
+    checkout (a copy of the tree sent to a GPU machine), ``$ICSNN_GIT_COMMIT`` names it, else "unknown"."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
@@ -42,8 +44,8 @@ def git_commit() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
-    except Exception:  # noqa: BLE001 - not a git checkout (installed wheel) or git missing
-        return "unknown"
+    except Exception:  # noqa: BLE001 - not a git checkout (installed wheel, copied tree) or git missing
+        return os.environ.get("ICSNN_GIT_COMMIT", "unknown")
 
 
 def device_name(device: str | torch.device) -> str:
@@ -93,10 +95,17 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict[str, object]], colum
 
 def merge_rows(path: str | os.PathLike, new: list[dict[str, object]], columns: tuple[str, ...],
                key: tuple[str, ...]) -> None:
-    """Add ``new`` to the CSV at ``path``, replacing earlier rows with the same key."""
+    """Add ``new`` to the CSV at ``path``, replacing earlier rows with the same key.
+
+    The read-modify-write holds an exclusive lock on ``<path>.lock``, so processes that share an output
+    folder (say one per trained ANN on the same GPU) never drop each other's rows."""
     def k(r: dict[str, object]) -> tuple[str, ...]:
         return tuple(_fmt(r.get(c)) for c in key)
 
-    replaced = {k(r) for r in new}
-    kept = [r for r in read_rows(path) if k(r) not in replaced]
-    write_rows(path, [*kept, *new], columns)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        replaced = {k(r) for r in new}
+        kept = [r for r in read_rows(path) if k(r) not in replaced]
+        write_rows(path, [*kept, *new], columns)

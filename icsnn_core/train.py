@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .data import Dataset, batches
 from .errors import CheckpointError, ConfigError
 from .files import atomic_save, atomic_write_text
 from .models import build_model
+from .neuron import DEFAULT_INIT_LAMBDA
 
 CHECKPOINT_FORMAT = "icsnn-checkpoint-1"
 
@@ -40,10 +42,11 @@ class ModelSpec:
     std: tuple[float, ...] = (1.0,)
     activation: str = "relu"  # or "qcfs" (Bu et al. 2022), with L = levels
     levels: int = 4
+    init_lambda: float = DEFAULT_INIT_LAMBDA  # QCFS only: lambda's starting value
 
     def build(self) -> nn.Module:
         return build_model(self.arch, self.num_classes, self.in_channels, self.width, self.bn, self.mean, self.std,
-                           self.activation, self.levels)
+                           self.activation, self.levels, self.init_lambda)
 
     def describe(self) -> str:
         act = f"QCFS L={self.levels}" if self.activation == "qcfs" else "ReLU"
@@ -137,7 +140,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     recipe = {"spec": asdict(spec), "train": asdict(cfg), "dataset": data.name}
     if path.exists():
         ckpt = load_checkpoint(path)
-        stored = {"spec": ckpt["spec"], "train": ckpt["train"], "dataset": ckpt["dataset"]}
+        # through spec_of, a checkpoint written before a field existed compares with that field's default
+        stored = {"spec": asdict(spec_of(ckpt)), "train": ckpt["train"], "dataset": ckpt["dataset"]}
         if _normalise(stored) != _normalise(recipe):
             raise CheckpointError(f"checkpoint {path} was trained with another model or recipe ({_diff(stored, recipe)}). "
                                   "Fix: use another checkpoint path, or delete this one to retrain")
@@ -153,6 +157,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
                       disable=not progress):
         model.train()
+        started = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(epoch)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -172,7 +177,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         if not torch.isfinite(torch.tensor(loss_sum)):
             raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is NaN). Fix: lower --lr or use --bn")
         history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": loss_sum / seen,
-                        "train_accuracy": 100.0 * correct / seen})
+                        "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - started, 2)})
         atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "epoch": epoch + 1,
                             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                             "optimizer": opt.state_dict(),
@@ -183,7 +188,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
 
 def _write_log(history: list[dict[str, float]], path: Path) -> None:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    # a run resumed from an older checkpoint may hold epochs without the newer columns
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for h in history for k in h)), restval="")
     w.writeheader()
     w.writerows(history)
     atomic_write_text(buf.getvalue(), path)
