@@ -36,7 +36,10 @@ CURVE_COLUMNS = KEY_COLUMNS[:9] + ("method",) + KEY_COLUMNS[9:] + ("latency", "t
 def git_commit() -> str:
     """The commit of the checkout this package runs from (``-dirty`` if the package's code has uncommitted
     changes; regenerated result files elsewhere in the checkout do not count). Where there is no git
-    checkout (a copy of the tree sent to a GPU machine), ``$ICSNN_GIT_COMMIT`` names it, else "unknown"."""
+    checkout, or where the checkout's history is not the code's (a copy of the tree sent to a GPU machine),
+    ``$ICSNN_GIT_COMMIT`` names it."""
+    if os.environ.get("ICSNN_GIT_COMMIT"):
+        return os.environ["ICSNN_GIT_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
@@ -45,7 +48,7 @@ def git_commit() -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except Exception:  # noqa: BLE001 - not a git checkout (installed wheel, copied tree) or git missing
-        return os.environ.get("ICSNN_GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def device_name(device: str | torch.device) -> str:
@@ -97,15 +100,18 @@ def merge_rows(path: str | os.PathLike, new: list[dict[str, object]], columns: t
                key: tuple[str, ...]) -> None:
     """Add ``new`` to the CSV at ``path``, replacing earlier rows with the same key.
 
-    The read-modify-write holds an exclusive lock on ``<path>.lock``, so processes that share an output
+    The read-modify-write holds an exclusive lock on the CSV's folder, so processes that share an output
     folder (say one per trained ANN on the same GPU) never drop each other's rows."""
     def k(r: dict[str, object]) -> tuple[str, ...]:
         return tuple(_fmt(r.get(c)) for c in key)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # released when the descriptor closes
         replaced = {k(r) for r in new}
         kept = [r for r in read_rows(path) if k(r) not in replaced]
         write_rows(path, [*kept, *new], columns)
+    finally:
+        os.close(folder)

@@ -103,7 +103,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def spec_of(ckpt: dict[str, Any]) -> ModelSpec:
     s = dict(ckpt["spec"])
+    s.setdefault("init_lambda", 8.0)  # checkpoints written before the field existed started QCFS's lambda at 8
     return ModelSpec(**{**s, "mean": tuple(s["mean"]), "std": tuple(s["std"])})
+
+
+def _recipe_spec(spec: ModelSpec) -> dict[str, Any]:
+    """The spec as compared when resuming: lambda's starting value means nothing to a ReLU network."""
+    d = asdict(spec)
+    if spec.activation != "qcfs":
+        d.pop("init_lambda")
+    return d
 
 
 def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -140,10 +149,11 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     recipe = {"spec": asdict(spec), "train": asdict(cfg), "dataset": data.name}
     if path.exists():
         ckpt = load_checkpoint(path)
-        # through spec_of, a checkpoint written before a field existed compares with that field's default
-        stored = {"spec": asdict(spec_of(ckpt)), "train": ckpt["train"], "dataset": ckpt["dataset"]}
-        if _normalise(stored) != _normalise(recipe):
-            raise CheckpointError(f"checkpoint {path} was trained with another model or recipe ({_diff(stored, recipe)}). "
+        # through spec_of, a checkpoint written before a field existed compares with the value it was trained with
+        stored = {"spec": _recipe_spec(spec_of(ckpt)), "train": ckpt["train"], "dataset": ckpt["dataset"]}
+        if _normalise(stored) != _normalise({**recipe, "spec": _recipe_spec(spec)}):
+            raise CheckpointError(f"checkpoint {path} was trained with another model or recipe "
+                                  f"({_diff(stored, {**recipe, 'spec': _recipe_spec(spec)})}). "
                                   "Fix: use another checkpoint path, or delete this one to retrain")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
