@@ -4,7 +4,8 @@ Compute first, render second: ``icsnn notebooks --profile P`` runs ``icsnn repro
 and measured points are reused), then executes each notebook into ``results/P/notebooks/``. A notebook that
 fails leaves the earlier good copy in place and makes the batch fail, naming the notebook and the cell.
 Executed notebooks are published to ``book/pages/`` unless a larger profile's copy is already there, so the
-book always shows the largest profile that exists.
+book's main pages show the largest of the profiles any machine can run (ci, cpu). The GPU profile, ``full``,
+whose runs depend on a lent GPU and may be partial, is published beside them into ``book/pages/full/``.
 """
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def _profile_of(notebook: Path) -> str | None:
     import nbformat
 
     return nbformat.read(notebook, as_version=4).metadata.get("icsnn", {}).get("profile")
+
+
+SEPARATE_PAGES = ("full",)  # profiles shown in a part of the book of their own, never in place of the cpu pages
+
+
+def page_for(book: str | os.PathLike, name: str, profile: str) -> Path:
+    """The book page a notebook of ``profile`` is published to."""
+    pages = Path(book) / "pages"
+    return (pages / profile if profile in SEPARATE_PAGES else pages) / f"{name}.ipynb"
 
 
 def publish(executed: Path, page: Path, profile: str) -> bool:
@@ -104,6 +114,7 @@ def run_notebooks(profile: str, out: str | os.PathLike | None = None, *, data_ro
         _finish(tmp, profile)
         os.replace(tmp, target)
         (executed / f"{name}.failed.ipynb").unlink(missing_ok=True)
-        if book is not None and publish(target, Path(book) / "pages" / f"{name}.ipynb", profile):
-            log(f"{name}: published to {Path(book) / 'pages'}")
+        page = page_for(book, name, profile) if book is not None else None
+        if page is not None and publish(target, page, profile):
+            log(f"{name}: published to {page}")
     return failures

@@ -151,17 +151,16 @@ def provenance_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def ensure_results(profile: str, results_dir: str | Path | None = None, *, data_root: str | None = None,
                    device: str = "auto", recompute: bool = False) -> Path:
-    """The folder of ``profile``'s results, running ``icsnn reproduce`` first if they are missing (or asked to)."""
-    from .figures import has_spike_measurements
+    """The folder of ``profile``'s results, running ``icsnn reproduce`` first if they are missing (or asked to).
+
+    A folder with results but without a figure's measurements (a GPU run cut short) is returned as it is:
+    the pages that need those files say which one is missing."""
     from .pipeline import reproduce
     from .profiles import get_profile
 
     out = Path(results_dir) if results_dir else results_root() / profile
-    missing = not (out / "results.csv").exists() or not (out / "rate_coding.npz").exists()
-    if recompute or missing:
+    if recompute or not (out / "results.csv").exists():
         reproduce(get_profile(profile), out, data_root=data_root, device=device, progress=False)
-    elif not any(has_spike_measurements(out, a) for a in load_results(out)["arch"].unique()):
-        raise FileNotFoundError(f"{out} has results but no figure measurements; rerun with recompute=True")
     return out
 
 

@@ -64,6 +64,13 @@ def test_publish_keeps_the_largest_profile(tmp_path):
     assert nbrun._profile_of(page) == "full"
 
 
+def test_the_gpu_profile_has_pages_of_its_own(tmp_path):
+    book = tmp_path / "book"
+    assert nbrun.page_for(book, "tables", "cpu") == book / "pages" / "tables.ipynb"
+    assert nbrun.page_for(book, "tables", "ci") == book / "pages" / "tables.ipynb"
+    assert nbrun.page_for(book, "tables", "full") == book / "pages" / "full" / "tables.ipynb"
+
+
 def test_a_failing_notebook_is_named_with_its_cell_and_keeps_the_good_copy(tmp_path, monkeypatch, ci_run):
     src = tmp_path / "notebooks"
     src.mkdir()
