@@ -106,3 +106,36 @@ def test_help_of_every_subcommand():
     for args in ([], ["reproduce"], ["train"], ["evaluate"]):
         out = subprocess.run([sys.executable, "-m", "icsnn_core.cli", *args, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "usage: icsnn" in out.stdout
+
+
+def _merge_many(path, start: int) -> None:
+    for i in range(start, start + 40):
+        row = {c: "" for c in RESULT_COLUMNS}
+        row.update(profile="ci", variant=f"v{i}", T=1, accuracy=50.0)
+        merge_rows(path, [row], RESULT_COLUMNS, KEY_COLUMNS)
+
+
+def test_two_processes_merging_into_one_folder_keep_every_row(tmp_path):
+    """One process per trained ANN may share a results folder (tools/full_gpu.sh): the folder lock keeps
+    one process's read-modify-write from overwriting the other's rows."""
+    import multiprocessing as mp
+
+    path = tmp_path / "results.csv"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_merge_many, args=(path, s)) for s in (0, 1000)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)
+    assert sorted(r["variant"] for r in read_rows(path)) == sorted(f"v{i}" for s in (0, 1000) for i in range(s, s + 40))
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # the lock leaves no file behind
+
+
+def test_reproduce_selects_models_by_activation_and_names_a_bad_choice(tmp_path):
+    from icsnn_core.errors import ConfigError
+    from icsnn_core.profiles import get_profile
+
+    with pytest.raises(ConfigError, match=r"digits-cnn/relu, digits-cnn/qcfs.*--activation \['qcfs'\]"):
+        pipeline.reproduce(get_profile("ci"), tmp_path, archs=["vgg16"], activations=["qcfs"], progress=False)
+    assert not (tmp_path / "results.csv").exists()

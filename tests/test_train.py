@@ -254,3 +254,25 @@ def test_unsafe_pickle_refused(tmp_path):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="Fix:"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_a_checkpoint_from_before_init_lambda_resumes_as_lambda_8(spec, digits, tmp_path):
+    """Checkpoints written before ModelSpec.init_lambda existed trained QCFS from lambda = 8: resuming one under
+    today's default (2) would mix two recipes, so it is refused; for ReLU the field means nothing and it resumes."""
+    from dataclasses import replace
+
+    for activation, resumes in (("relu", True), ("qcfs", False)):
+        s = replace(spec, activation=activation)
+        path = tmp_path / f"{activation}.pt"
+        _train(s, digits, cfg(), path, stop_after=1)
+        ckpt = torch.load(path, weights_only=True)
+        del ckpt["spec"]["init_lambda"]
+        torch.save(ckpt, path)
+        if resumes:
+            _train(s, digits, cfg(), path)
+            assert load_checkpoint(path)["epoch"] == 3
+        else:
+            with pytest.raises(CheckpointError, match="init_lambda: 8.0 vs 2.0"):
+                _train(s, digits, cfg(), path)
+            _train(replace(s, init_lambda=8.0), digits, cfg(), path)  # the recipe it was trained with resumes
+            assert load_checkpoint(path)["epoch"] == 3
