@@ -134,6 +134,9 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     if not choices:
         raise ConfigError(f"no model of profile {profile.name!r} ({', '.join(f'{m.arch}/{m.activation}' for m in profile.models)}) "
                           f"matches --arch {list(archs or [])} --activation {list(activations or [])}")
+    if not (out / "rate_coding.npz").exists():  # Fig. 3 needs the data alone: written first, in seconds
+        out.mkdir(parents=True, exist_ok=True)
+        write_rate_coding(data, out, seed=profile.seed)
     for choice in choices:
         spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std,
                          choice.activation, choice.levels)
@@ -152,6 +155,4 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
             log(f"{spec.arch}: measuring first-spike times and layer outputs (Figs. 6-7)")
             write_spike_measurements(model, data, out, base, device=device, batch_size=profile.eval_batch_size,
                                      max_fold=profile.max_fold, seed=profile.seed, coding=profile.coding)
-    if not (out / "rate_coding.npz").exists():
-        write_rate_coding(data, out, seed=profile.seed)
     return out / "results.csv"

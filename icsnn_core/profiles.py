@@ -29,14 +29,19 @@ def methods_for(calib_images: int, other_calib: int, compact: bool = False,
     QCFS and COS plus the paper's methods as printed and IC-SNN in its bounded, potential-unit reading.
 
     ``compact`` (for compute-bound CIFAR runs) measures the readings one at a time for IC-SNN only, and on the
-    QCFS ANN the one-simulation methods (plain, QCFS, COS) and IC-SNN (as printed and bounded). The peers and
-    plain conversion, which need one simulation for every T, run first: a run cut short keeps them."""
+    QCFS ANN the one-simulation methods (plain, QCFS, COS) and IC-SNN (as printed and bounded). The order is
+    the order of importance, so that a run cut short keeps what matters most: on the ReLU ANN the paper's
+    methods (IC-SNN as printed and bounded, I-SNN, C-SNN), then plain conversion and the peers, then the
+    readings one at a time; C-SNN with the ``potential`` reading is OPI's v(0) exactly, so it comes last."""
     ic = Method.make("ic-snn", calib_images=calib_images)
     bounded_ic = [ic, ic.with_options(compensation="potential", residual="clip")]
     if compact:
-        paper = paper_variants(calib_images, other_calib, i_snn_readings=False)[1:]
-        paper.insert(paper.index(ic) + 1, bounded_ic[1])  # both bounded readings at once, beside the printed one
-        return {"relu": (Method.make("snn"), *peer_variants("relu", cos_iterations), *paper),
+        readings = [m for m in paper_variants(calib_images, other_calib, i_snn_readings=False)
+                    if m.name == "ic-snn" and m != ic]
+        relu = [*bounded_ic, Method.make("i-snn", calib_images=calib_images), Method.make("c-snn"),
+                Method.make("snn"), *peer_variants("relu", cos_iterations), *readings,
+                Method.make("c-snn", compensation="potential")]
+        return {"relu": tuple(dict.fromkeys(relu)),
                 "qcfs": (Method.make("snn"), *peer_variants("qcfs", cos_iterations), *bounded_ic)}
     on_qcfs = [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")] + bounded_ic
     return {"relu": (*paper_variants(calib_images, other_calib), *peer_variants("relu", cos_iterations)),

@@ -243,5 +243,18 @@ nb("performance", "Performance",
     ("code", '''cal = bench[bench["benchmark"] == "calibration"] if "benchmark" in bench else bench
 cal if len(cal) else Markdown("Not measured yet: it needs a trained CIFAR-10 checkpoint (`--checkpoint`, `--data-root`).")''', ["hide-input"]),
     ("md", "## Memory\n\nPeak memory of a T = 256 evaluation of VGG16: bounded by `max_fold`, not by T x the number of images."),
-    ("code", '''bench[bench["benchmark"] == "memory"][["device", "arch", "width", "T", "n_images", "max_fold", "value", "unit"]].rename(columns={"value": "peak"})''', ["hide-input"])],
+    ("code", '''bench[bench["benchmark"] == "memory"][["device", "arch", "width", "T", "n_images", "max_fold", "value", "unit"]].rename(columns={"value": "peak"})''', ["hide-input"]),
+    ("md", "## Does the ANN start to learn?\n\n`python benchmarks/train_probe.py` trains VGG16 (width 0.25) on CIFAR-10 "
+           "for its first optimiser steps with the paper's recipe (SGD, lr 0.1), from the same seed, in four set-ups: "
+           "with and without batch norm, and with QCFS's lambda starting at 8 (QCFS's code) or 2 (this project). "
+           "Mean training loss over each window of steps (chance is ln 10 = 2.30) and the range of the layers' lambdas:"),
+    ("code", '''probe_files = sorted((results_root().parent / "benchmarks" / "results").glob("train-probe-*.csv"))
+probe = pd.concat([pd.read_csv(f) for f in probe_files], ignore_index=True) if probe_files else pd.DataFrame()
+if len(probe):
+    display(probe.pivot_table(index=["setup"], columns="step", values="mean_loss", sort=False))
+    display(probe[probe["activation"] == "qcfs"].pivot_table(index=["setup"], columns="step",
+                                                             values=["min_lambda", "max_lambda"], sort=False))
+    display(probe[["device", "git_commit", "data_source", "seed"]].drop_duplicates())
+else:
+    display(Markdown("Not measured yet: run `python benchmarks/train_probe.py --data-root ...`."))''', ["hide-input"])],
    setup=PERF_SETUP, provenance=False)
