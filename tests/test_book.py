@@ -105,7 +105,9 @@ def test_render_only_needs_results(tmp_path):
 def built_book(ci_run, tmp_path_factory):
     """Every notebook executed by papermill on the ci run, published into a copy of the book, built with -W."""
     book = tmp_path_factory.mktemp("book") / "book"
-    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "pages"))
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build"))
+    for page in (book / "pages").glob("*.ipynb"):  # the main pages come from this ci run; pages/full/ stays
+        page.unlink()
     failures = nbrun.run_notebooks("ci", ci_run, render_only=True, book=book, progress=False, log=lambda m: None)
     assert failures == []
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
@@ -124,6 +126,9 @@ def test_every_page_is_built_with_its_figures_and_tables(built_book):
         assert "This page shows the <strong>ci</strong> profile" in html
         if entry["name"] in FIGURE_PAGES:
             assert re.search(r'<img[^>]+src="[^"]+\.png"', html), entry["name"]
+    for name in ("tables", "comparison"):  # the GPU part renders the committed full-profile pages
+        assert "This page shows the <strong>full</strong> profile" in (built_book / "pages" / "full" / f"{name}.html").read_text()
+    assert "At the paper" in (built_book / "gpu.html").read_text()
     tables = (built_book / "pages" / "tables.html").read_text()
     for table in ("Table 2", "Table 3", "Table 4", "Table 5"):
         assert table in tables
