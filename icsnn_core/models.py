@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .neuron import IFNeuron
+from .neuron import DEFAULT_INIT_LAMBDA, IFNeuron
 
 ARCHS = ("vgg16", "resnet20", "digits-cnn")
 NeuronFactory = Callable[[], nn.Module]
@@ -136,7 +136,7 @@ _BUILDERS = {"vgg16": VGG16, "resnet20": ResNet20, "digits-cnn": DigitsCNN}
 
 def build_model(arch: str, num_classes: int, in_channels: int, width: float = 1.0, bn: bool = False,
                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), activation: str = "relu",
-                levels: int = 4, init_lambda: float = 2.0) -> nn.Module:
+                levels: int = 4, init_lambda: float = DEFAULT_INIT_LAMBDA) -> nn.Module:
     """Build a built-in architecture by name (one of :data:`ARCHS`) with ReLU or QCFS activations (``levels`` = L,
     trainable lambda starting at ``init_lambda``)."""
     if arch not in _BUILDERS:

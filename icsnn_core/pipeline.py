@@ -111,7 +111,8 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
                            for t in range(1, T + 1)]
         merge_rows(results_csv, rows, RESULT_COLUMNS, KEY_COLUMNS)
         merge_rows(curves_csv, curves, CURVE_COLUMNS, KEY_COLUMNS + ("t",))
-        log(f"  {method.label} ({time.perf_counter() - started:.0f} s): " + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
+        log(f"  {method.label} ({time.perf_counter() - started:.0f} s): "
+            + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
         all_rows += rows
     return all_rows
 
@@ -121,8 +122,8 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
               epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write) -> Path:
     """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv.
 
-    ``archs`` / ``activations`` restrict the run to some of the profile's models (e.g. one process per ANN,
-    each with its own ``out_dir``: two processes must not merge into the same results.csv)."""
+    ``archs`` / ``activations`` restrict the run to some of the profile's models, e.g. one process per ANN
+    on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked."""
     device = resolve_device(device)
     out = Path(out_dir)
     data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)

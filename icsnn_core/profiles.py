@@ -91,8 +91,9 @@ PROFILES: dict[str, Profile] = {
         n_test=2000,
         eval_batch_size=200,
     ),
-    # sized to the 30 minutes of GPU time a session may be lent: one architecture (its ReLU and QCFS ANNs
-    # trained side by side, then every method) fits one 10-minute call on an H100
+    # sized to the 30 minutes of GPU time a session may be lent: on an H100, one architecture's two ANNs
+    # (trained side by side by tools/full_gpu.sh) and its peers fit one 10-minute call; the IC-SNN readings,
+    # one simulation per T each, need further calls
     "full": Profile(
         name="full",
         description="CIFAR-10, VGG16 and ResNet20 at full width, ReLU and QCFS, the paper's schedule scaled to 30 epochs, T = 1..256 on all 10,000 test images; GPU",
