@@ -133,9 +133,12 @@ def ambiguity_table(results: pd.DataFrame, method: str = "ic-snn", *, ann: str =
         values = readings or sorted(int(v) for v in sub[option].dropna().unique())
         for value in values:
             try:
-                variant = as_printed.with_options(**{option: int(value) if option == "calib_images" else value}).label
+                reading = as_printed.with_options(**{option: int(value) if option == "calib_images" else value})
             except Exception:  # noqa: BLE001 - a reading this method does not have
                 continue
+            if getattr(reading, option) is None:  # an option this method does not read (I-SNN's compensation)
+                continue
+            variant = reading.label
             for _, r in sub[sub["variant"] == variant].iterrows():
                 rows.append({"option": option, "reading": value, "arch": r["arch"], "T": int(r["T"]), "loss": r["loss"]})
     long = pd.DataFrame(rows, columns=["option", "reading", "arch", "T", "loss"])

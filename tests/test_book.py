@@ -55,6 +55,16 @@ def _page(tmp_path: Path, name: str, profile: str) -> Path:
     return path
 
 
+def test_ambiguity_table_lists_only_the_options_a_method_reads(ci_run):
+    from icsnn_core.report import ambiguity_table, load_results
+
+    results = load_results(ci_run)
+    assert "compensation" not in ambiguity_table(results, "i-snn").index.get_level_values("option")
+    ic = ambiguity_table(results, "ic-snn")
+    assert set(ic.loc["digits-cnn", "compensation"].index) == {"printed", "potential"}
+    assert set(ic.loc["digits-cnn", "residual"].index) == {"raw", "clip", "fired"}
+
+
 def test_publish_keeps_the_largest_profile(tmp_path):
     page = tmp_path / "book" / "pages" / "x.ipynb"
     assert nbrun.publish(_page(tmp_path, "x", "cpu"), page, "cpu")
