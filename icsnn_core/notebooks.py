@@ -114,7 +114,8 @@ def run_notebooks(profile: str, out: str | os.PathLike | None = None, *, data_ro
         _finish(tmp, profile)
         os.replace(tmp, target)
         (executed / f"{name}.failed.ipynb").unlink(missing_ok=True)
-        page = page_for(book, name, profile) if book is not None else None
-        if page is not None and publish(target, page, profile):
-            log(f"{name}: published to {page}")
+        if book is not None:
+            page = page_for(book, name, profile)
+            if publish(target, page, profile):
+                log(f"{name}: published to {page}")
     return failures

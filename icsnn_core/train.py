@@ -151,9 +151,10 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         ckpt = load_checkpoint(path)
         # through spec_of, a checkpoint written before a field existed compares with the value it was trained with
         stored = {"spec": _recipe_spec(spec_of(ckpt)), "train": ckpt["train"], "dataset": ckpt["dataset"]}
-        if _normalise(stored) != _normalise({**recipe, "spec": _recipe_spec(spec)}):
+        expected = {**recipe, "spec": _recipe_spec(spec)}
+        if _normalise(stored) != _normalise(expected):
             raise CheckpointError(f"checkpoint {path} was trained with another model or recipe "
-                                  f"({_diff(stored, {**recipe, 'spec': _recipe_spec(spec)})}). "
+                                  f"({_diff(stored, expected)}). "
                                   "Fix: use another checkpoint path, or delete this one to retrain")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
