@@ -57,11 +57,13 @@ def checkpoint_path(out_dir: Path, dataset: str, spec: ModelSpec, cfg: TrainConf
 def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method], T_grid: Sequence[int], *,
                      conversion: Conversion, out_dir: str | os.PathLike, base: dict[str, object],
                      n_test: int | None = None, batch_size: int = 256, max_fold: int | None = None, device: str = "cpu",
-                     seed: int = 0, progress: bool = True, log: Callable[[str], None] = tqdm.write) -> list[dict[str, object]]:
+                     seed: int = 0, progress: bool = True, log: Callable[[str], None] = tqdm.write,
+                     on_converted: Callable[[nn.Module], None] | None = None) -> list[dict[str, object]]:
     """Convert ``model`` and measure every method at every T; merge rows into ``out_dir``/results.csv.
 
     ``base`` holds the columns shared by all rows (profile, dataset, arch, ...). Points already in
-    results.csv with the same key are skipped.
+    results.csv with the same key are skipped. ``on_converted`` is called with the converted model once its
+    thresholds are set, before the first method.
     """
     T_grid = sorted({validate_T(T) for T in T_grid})
     validate_coding(conversion.coding)
@@ -86,6 +88,8 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
     levels = next(n for _, n in neurons(model)).levels if kind == "qcfs" else None
     common = {**base, "ann": kind, "levels": levels, **asdict(conversion), **threshold_cols,
               "ann_accuracy": round(ann_acc, 4), "n_test": len(test), "seed": seed, **provenance(device)}
+    if on_converted is not None:
+        on_converted(model)
     done = {key_of(r) for r in read_rows(results_csv)}
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
     image_shape = tuple(data.train.x.shape[1:])
@@ -148,12 +152,18 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                 "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs}
         conversion = Conversion(profile.threshold_quantile, profile.threshold_values, profile.threshold_images,
                                 profile.coding)
+        sim = dict(device=device, batch_size=profile.eval_batch_size, max_fold=profile.max_fold, seed=profile.seed,
+                   coding=profile.coding)
+
+        def spike_figures(snn: nn.Module, arch: str = spec.arch, base: dict[str, object] = base) -> None:
+            # the paper's Figs. 6-7 are on the ReLU ANN; they take seconds, so they come before the methods
+            # and a run cut short still has them
+            if not has_spike_measurements(out, arch):
+                log(f"{arch}: measuring first-spike times and layer outputs (Figs. 6-7)")
+                write_spike_measurements(snn, data, out, base, **sim)
+
         evaluate_methods(model, data, profile.methods[choice.activation], profile.T_grid, conversion=conversion, out_dir=out, base=base,
                          n_test=profile.n_test, batch_size=profile.eval_batch_size, max_fold=profile.max_fold,
-                         device=device, seed=profile.seed, progress=progress, log=log)
-        # the paper's Figs. 6-7 are on the ReLU ANN; evaluate_methods converted the built-in model in place
-        if choice.activation == "relu" and not has_spike_measurements(out, spec.arch):
-            log(f"{spec.arch}: measuring first-spike times and layer outputs (Figs. 6-7)")
-            write_spike_measurements(model, data, out, base, device=device, batch_size=profile.eval_batch_size,
-                                     max_fold=profile.max_fold, seed=profile.seed, coding=profile.coding)
+                         device=device, seed=profile.seed, progress=progress, log=log,
+                         on_converted=spike_figures if choice.activation == "relu" else None)
     return out / "results.csv"
