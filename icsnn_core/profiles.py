@@ -31,13 +31,14 @@ def methods_for(calib_images: int, other_calib: int, compact: bool = False,
     ``compact`` (for compute-bound CIFAR runs) measures the readings one at a time for IC-SNN only, and on the
     QCFS ANN the one-simulation methods (plain, QCFS, COS) and IC-SNN (as printed and bounded). The order is
     the order of importance, so that a run cut short keeps what matters most: on the ReLU ANN the paper's
-    methods (IC-SNN as printed and bounded, I-SNN, C-SNN), then plain conversion and the peers, then the
-    readings one at a time; C-SNN with the ``potential`` reading is OPI's v(0) exactly, so it comes last."""
+    methods (IC-SNN as printed and bounded, I-SNN, C-SNN), then plain conversion and the peers, then IC-SNN
+    with Algorithm 1's weight-based v(0), then the readings one at a time; C-SNN with the ``potential`` reading is OPI's v(0) exactly, so it comes last."""
     ic = Method.make("ic-snn", calib_images=calib_images)
     bounded_ic = [ic, ic.with_options(compensation="potential", residual="clip")]
     if compact:
         readings = [m for m in paper_variants(calib_images, other_calib, i_snn_readings=False)
                     if m.name == "ic-snn" and m != ic]
+        readings.sort(key=lambda m: m.init != "weight")  # Algorithm 1 is the paper's own, not a reading of ours
         relu = [*bounded_ic, Method.make("i-snn", calib_images=calib_images), Method.make("c-snn"),
                 Method.make("snn"), *peer_variants("relu", cos_iterations), *readings,
                 Method.make("c-snn", compensation="potential")]
