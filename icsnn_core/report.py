@@ -146,10 +146,23 @@ def ambiguity_table(results: pd.DataFrame, method: str = "ic-snn", *, ann: str =
 
 
 def provenance_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Where the numbers come from: one row per distinct (profile, data, model, device, commit, versions)."""
+    """Where the numbers come from: one row per distinct (profile, data, model, device, commit, versions).
+
+    Also takes the rows of a figure's file (first_spike.csv, layer_outputs.csv), which carry fewer columns."""
     cols = ["profile", "dataset", "data_source", "arch", "width", "ann", "epochs", "n_test", "seed", "device",
             "git_commit", "torch_version", "icsnn_version"]
-    return results[cols].drop_duplicates().reset_index(drop=True)
+    return results[[c for c in cols if c in results]].drop_duplicates().reset_index(drop=True)
+
+
+def load_figure_rows(results_dir: str | Path, name: str, results: pd.DataFrame) -> pd.DataFrame:
+    """A figure's measurements (``first_spike.csv`` or ``layer_outputs.csv``) for the architectures in ``results``."""
+    path = Path(results_dir) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the run that wrote {Path(results_dir) / 'results.csv'} did not "
+                                "reach the spike measurements. Fix: run `icsnn reproduce` for this profile again "
+                                "(it resumes and measures them first)")
+    rows = pd.read_csv(path)
+    return rows[rows["arch"].isin(results["arch"].unique())]
 
 
 def ensure_results(profile: str, results_dir: str | Path | None = None, *, data_root: str | None = None,
@@ -184,11 +197,16 @@ def select(results: pd.DataFrame, *, dataset: str | None = None, arch: str | lis
     return results[keep]
 
 
-def describe_profile(results: pd.DataFrame) -> str:
-    """One Markdown sentence naming the profile, data, models, device and commit behind a page."""
+def describe_profile(results: pd.DataFrame, measured: pd.DataFrame | None = None) -> str:
+    """One Markdown sentence naming the profile, data, models, device and commit behind a page.
+
+    ``measured``: the rows the page actually plots when they are not ``results`` (a figure's file); the
+    device and commit are then theirs."""
     r = results.iloc[0]
+    m = results if measured is None else measured
     archs = ", ".join(f"{a} (width {w:g})" for a, w in results[["arch", "width"]].drop_duplicates().itertuples(index=False))
-    commits = ", ".join(sorted({str(c)[:10] for c in results["git_commit"]}))
+    devices = ", ".join(sorted({str(d) for d in m["device"]}))
+    commits = ", ".join(sorted({str(c)[:10] for c in m["git_commit"]}))
     return (f"This page shows the **{r['profile']}** profile: {r['dataset']} ({r['data_source']}), {archs}, "
             f"{int(r['epochs'])} training epochs, {int(r['n_test'])} test images, seed {int(r['seed'])}, "
-            f"measured on `{r['device']}` at commit `{commits}`.")
+            f"measured on `{devices}` at commit `{commits}`.")

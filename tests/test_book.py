@@ -47,6 +47,24 @@ def test_compare_with_paper_on_hand_made_results():
     assert cmp.loc[("RNL", 16), "verdict"] == "not implemented here"
 
 
+def test_a_figure_page_names_the_run_that_measured_its_figure(tmp_path):
+    from icsnn_core.report import describe_profile, load_figure_rows, provenance_table
+
+    results = pd.DataFrame([{"profile": "cpu", "dataset": "cifar10", "data_source": "jpeg", "arch": a, "width": 0.5,
+                             "epochs": 15, "n_test": 2000, "seed": 0, "device": "cpu", "git_commit": "aaaaaaaaaaaa"}
+                            for a in ("vgg16", "resnet20")])
+    with pytest.raises(FileNotFoundError, match="icsnn reproduce"):
+        load_figure_rows(tmp_path, "first_spike.csv", results)
+    pd.DataFrame([{"arch": a, "device": "cuda:H100", "git_commit": "bbbbbbbbbbbb", "T": 8}
+                  for a in ("vgg16", "digits-cnn")]).to_csv(tmp_path / "first_spike.csv", index=False)
+    fs = load_figure_rows(tmp_path, "first_spike.csv", results)
+    assert list(fs["arch"]) == ["vgg16"]  # only the architectures the page shows
+    text = describe_profile(results, measured=fs)
+    assert "`cuda:H100` at commit `bbbbbbbbbb`" in text and "aaaa" not in text
+    assert "at commit `aaaaaaaaaa`" in describe_profile(results)
+    assert list(provenance_table(fs).columns) == ["arch", "device", "git_commit"]
+
+
 def _page(tmp_path: Path, name: str, profile: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["icsnn"] = {"profile": profile}

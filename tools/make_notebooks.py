@@ -28,7 +28,14 @@ display(Markdown(report.describe_profile(results)))'''
 PROV = '''report.provenance_table(results)'''
 
 
-def nb(name, title, intro, cells, setup=SETUP, provenance=True):
+def figure_setup(frame: str, file: str) -> str:
+    """SETUP for a page that plots a figure's own file: its provenance is that file's, not results.csv's."""
+    return SETUP.replace("display(Markdown(report.describe_profile(results)))",
+                         f'{frame} = report.load_figure_rows(results_dir, "{file}", results)\n'
+                         f"display(Markdown(report.describe_profile(results, measured={frame})))")
+
+
+def nb(name, title, intro, cells, setup=SETUP, provenance=PROV):
     n = nbf.v4.new_notebook()
     n.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                   "language_info": {"name": "python"}}
@@ -40,7 +47,9 @@ def nb(name, title, intro, cells, setup=SETUP, provenance=True):
         c.append(nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src, metadata=meta))
     if provenance:
         c += [nbf.v4.new_markdown_cell("## Provenance\n\nEvery number above comes from these runs of this repository's code:"),
-              nbf.v4.new_code_cell(PROV, metadata={"tags": ["hide-input"]})]
+              nbf.v4.new_code_cell(provenance, metadata={"tags": ["hide-input"]})]
+    for i, cell in enumerate(c):  # stable ids: regenerating a notebook changes only what was edited
+        cell.id = f"{name}-{i}"
     n.cells = c
     nbf.write(n, OUT / f"{name}.ipynb")
 
@@ -100,22 +109,19 @@ nb("fig6_first_spike", "Figure 6: mean first-spike time per layer",
    "When does each layer start to fire? For every IF layer, the mean step of a neuron's first spike (over the "
    "neurons that fire within T, on test images), for plain conversion and for IC-SNN. The paper reports that "
    "the initial potential makes every layer fire earlier, most of all the deep ones.",
-   [("code", '''fs = pd.read_csv(results_dir / "first_spike.csv")
-fs = fs[fs["arch"].isin(results["arch"].unique())]
-grid = sns.relplot(data=fs, x="layer", y="mean_first_spike", hue="variant", col="T", row="arch", kind="line",
+   [("code", '''grid = sns.relplot(data=fs, x="layer", y="mean_first_spike", hue="variant", col="T", row="arch", kind="line",
                    marker="o", height=3.5, aspect=1.4, facet_kws={"sharey": False})
 grid.set_axis_labels("IF layer", "mean first-spike step")
 plt.show()''', ["hide-input"]),
     ("md", "Neurons that never fire within T are left out of the mean; their share per layer:"),
     ("code", '''fs.pivot_table(index=["arch", "T", "variant"], columns="layer", values="silent_fraction", sort=False).round(3)''',
-     ["hide-input"])])
+     ["hide-input"])], setup=figure_setup("fs", "first_spike.csv"), provenance="report.provenance_table(fs)")
 
 nb("fig7_layer_outputs", "Figure 7: layer outputs, ANN against SNN",
    "The decoded output of an IF layer (spike count / T x V_th) against the ANN's activation for the same test "
    "image, for the first 120 neurons of layers 1 and 3, at T = 8, 16 and 32. The closer a method's line "
    "follows the ANN, the smaller its conversion error.",
-   [("code", '''lo = pd.read_csv(results_dir / "layer_outputs.csv")
-for a in results["arch"].unique():
+   [("code", '''for a in results["arch"].unique():
     sub = lo[lo["arch"] == a]
     Ts, layers = sorted(sub["T"].unique()), sorted(sub["layer"].unique())
     fig, axes = plt.subplots(len(Ts), len(layers), figsize=(7 * len(layers), 2.6 * len(Ts)), squeeze=False)
@@ -133,7 +139,8 @@ for a in results["arch"].unique():
 plt.show()''', ["hide-input"]),
     ("md", "Mean absolute difference between the decoded SNN output and the ANN activation over those neurons:"),
     ("code", '''lo.assign(error=(lo["snn_value"] - lo["ann_value"]).abs()).pivot_table(
-    index=["arch", "layer", "variant"], columns="T", values="error", sort=False).round(4)''', ["hide-input"])])
+    index=["arch", "layer", "variant"], columns="T", values="error", sort=False).round(4)''', ["hide-input"])],
+   setup=figure_setup("lo", "layer_outputs.csv"), provenance="report.provenance_table(lo)")
 
 nb("tables", "Tables 2-5: accuracy loss against the paper",
    "Accuracy loss is the ANN's accuracy minus the SNN's, in percentage points (paper Sec. 4.3). For every "
