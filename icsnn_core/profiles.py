@@ -32,7 +32,8 @@ def methods_for(calib_images: int, other_calib: int, compact: bool = False,
     QCFS ANN the one-simulation methods (plain, QCFS, COS) and IC-SNN (as printed and bounded). The order is
     the order of importance, so that a run cut short keeps what matters most: on the ReLU ANN the paper's
     methods (IC-SNN as printed and bounded, I-SNN, C-SNN), then plain conversion and the peers, then IC-SNN
-    with Algorithm 1's weight-based v(0), then the readings one at a time; C-SNN with the ``potential`` reading is OPI's v(0) exactly, so it comes last."""
+    with Algorithm 1's weight-based v(0), then the readings one at a time; C-SNN with the ``potential``
+    reading is OPI's v(0) exactly, so it comes last."""
     ic = Method.make("ic-snn", calib_images=calib_images)
     bounded_ic = [ic, ic.with_options(compensation="potential", residual="clip")]
     if compact:

@@ -139,3 +139,21 @@ def test_reproduce_selects_models_by_activation_and_names_a_bad_choice(tmp_path)
     with pytest.raises(ConfigError, match=r"digits-cnn/relu, digits-cnn/qcfs.*--activation \['qcfs'\]"):
         pipeline.reproduce(get_profile("ci"), tmp_path, archs=["vgg16"], activations=["qcfs"], progress=False)
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_a_run_cut_short_at_its_first_method_has_the_spike_figures(ci_run, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(ci_run / "checkpoints", tmp_path / "checkpoints")  # reuse the trained ANNs
+
+    def cut_short(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "accuracy_curve", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        main(["reproduce", "--profile", "ci", "--out", str(tmp_path), "--quiet"])
+    assert not read_rows(tmp_path / "results.csv")  # no method finished...
+    for name in ("first_spike.csv", "layer_outputs.csv"):  # ...but Figs. 6-7 were measured right after conversion
+        rows = read_rows(tmp_path / name)
+        assert {r["arch"] for r in rows} == {"digits-cnn"}
+        assert {r["method"] for r in rows} == {"snn", "ic-snn"}
