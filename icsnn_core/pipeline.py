@@ -142,6 +142,10 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     if not (out / "rate_coding.npz").exists():  # Fig. 3 needs the data alone: written first, in seconds
         out.mkdir(parents=True, exist_ok=True)
         write_rate_coding(data, out, seed=profile.seed)
+    conversion = Conversion(profile.threshold_quantile, profile.threshold_values, profile.threshold_images,
+                            profile.coding)
+    sim = dict(device=device, batch_size=profile.eval_batch_size, max_fold=profile.max_fold, seed=profile.seed,
+               coding=profile.coding)
     for choice in choices:
         spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std,
                          choice.activation, choice.levels)
@@ -150,10 +154,6 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
         model = train(spec, data, cfg, ckpt, device=device, progress=progress)
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
                 "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs}
-        conversion = Conversion(profile.threshold_quantile, profile.threshold_values, profile.threshold_images,
-                                profile.coding)
-        sim = dict(device=device, batch_size=profile.eval_batch_size, max_fold=profile.max_fold, seed=profile.seed,
-                   coding=profile.coding)
 
         def spike_figures(snn: nn.Module, arch: str = spec.arch, base: dict[str, object] = base) -> None:
             # the paper's Figs. 6-7 are on the ReLU ANN; they take seconds, so they come before the methods
