@@ -1,9 +1,17 @@
-"""ANN training with the paper's recipe (Sec. 4.1.3), atomic per-epoch checkpoints and exact resume.
+"""ANN training, atomic per-epoch checkpoints and exact resume.
 
-Defaults: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, 300 epochs, lr divided by 5 at epochs
-70/130/190/240, random crop + horizontal flip. The shuffling/augmentation generator is saved with the
-weights, so an interrupted run resumed from its checkpoint ends with the same weights as an
-uninterrupted one (same seed, same device).
+Two named recipes (:data:`RECIPES`), both for the same networks:
+
+- ``paper`` (the default; Sec. 4.1.3): SGD, lr 0.1, momentum 0.9, weight decay 5e-4 on every parameter,
+  batch 128, 300 epochs, lr divided by 5 at epochs 70/130/190/240, random crop + horizontal flip.
+- ``fast``: the same SGD and augmentation with Nesterov momentum, label smoothing 0.1, a one-cycle
+  schedule (linear warm-up, then linear decay to zero, updated every step), no weight decay on batch-norm
+  parameters, biases and QCFS's lambda, an exponential moving average (EMA) of the weights, and QCFS's
+  lambdas started from the data. Each change is measured in ``benchmarks/recipe_study.py``.
+
+The shuffling/augmentation generator is saved with the weights, so an interrupted run resumed from its
+checkpoint ends with the same weights as an uninterrupted one (same seed, same device, same thread count:
+CPU kernels sum in an order that depends on the number of threads and the processor's vector unit).
 """
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ import csv
 import io
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +61,12 @@ class ModelSpec:
         return f"{self.arch} (width {self.width:g}, {'with' if self.bn else 'no'} batch norm, {act})"
 
 
+SCHEDULES = ("step", "onecycle")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The ANN training recipe; the defaults are the paper's."""
+    """The ANN training recipe; the defaults are the paper's (``recipe="paper"``)."""
 
     epochs: int = 300
     lr: float = 0.1
@@ -68,22 +79,69 @@ class TrainConfig:
     seed: int = 0
     amp: bool = False  # bfloat16 autocast on CUDA
     channels_last: bool = False
+    recipe: str = "paper"  # a label: names the checkpoint file when not the paper's
+    schedule: str = "step"  # "step": the milestones above; "onecycle": warm-up then linear decay to 0, per step
+    warmup: float = 0.0  # onecycle: the fraction of all steps spent rising linearly from 0 to lr
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    decay_all: bool = True  # False: no weight decay on batch-norm parameters, biases and QCFS's lambda
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); the EMA is the result
+    lambda_quantile: float | None = 0.99  # QCFS: start each lambda at this quantile of its layer's inputs (None:
+    # at ModelSpec.init_lambda, as before; see init_lambdas)
+    compile: bool = False  # torch.compile the training step's model (CUDA only)
 
     def validate(self) -> "TrainConfig":
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
             raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not self.lr > 0 or self.batch_size <= 0:
             raise ConfigError(f"lr and batch_size must be positive, got lr={self.lr}, batch_size={self.batch_size}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if not (0 <= self.warmup < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema < 1):
+            raise ConfigError(f"warmup, label_smoothing and ema must lie in [0, 1), got {self.warmup}, "
+                              f"{self.label_smoothing}, {self.ema}")
+        if self.lambda_quantile is not None and not 0 < self.lambda_quantile <= 1:
+            raise ConfigError(f"lambda_quantile must lie in (0, 1], got {self.lambda_quantile}")
         return self
 
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate of 0-based ``epoch``: divided by 1/gamma at each milestone passed."""
-        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+    def lr_at(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        """The learning rate at ``step`` (0-based) of 0-based ``epoch``.
+
+        ``step``: divided by 1/gamma at each milestone passed (constant within an epoch). ``onecycle``: rises
+        linearly from lr/steps to lr over the first ``warmup`` of all steps, then falls linearly to 0."""
+        if self.schedule == "step":
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        total = self.epochs * steps_per_epoch
+        i = epoch * steps_per_epoch + step + 1  # 1-based: the first step already learns
+        rise = self.warmup * total
+        if i <= rise:
+            return self.lr * i / rise
+        return self.lr * max(0.0, (total - i + 1) / (total - rise + 1))
 
     def scaled_to(self, epochs: int) -> "TrainConfig":
         """The same schedule squeezed or stretched to ``epochs`` (milestones keep their relative place)."""
         ms = tuple(sorted({max(1, round(m * epochs / self.epochs)) for m in self.milestones if m < self.epochs}))
         return TrainConfig(**{**asdict(self), "epochs": epochs, "milestones": ms})
+
+
+# the values a checkpoint written before a field existed was trained with (the paper's recipe)
+_LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
+                                                           "decay_all", "ema", "compile")}, "lambda_quantile": None}
+
+RECIPES: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    # chosen on the held-out part of the training set by benchmarks/recipe_study.py, never on the test set
+    "fast": TrainConfig(recipe="fast", schedule="onecycle", warmup=0.15, nesterov=True, label_smoothing=0.1,
+                        decay_all=False, ema=0.999, lambda_quantile=0.99),
+}
+
+
+def recipe(name: str, epochs: int | None = None, **overrides: Any) -> TrainConfig:
+    """A named recipe (:data:`RECIPES`), its schedule scaled to ``epochs``, with ``overrides`` applied."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    cfg = RECIPES[name] if epochs is None else RECIPES[name].scaled_to(epochs)
+    return replace(cfg, **overrides).validate()
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -125,8 +183,76 @@ def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tupl
                               f"{expect.describe()} for {expect.num_classes}. Fix: pass the matching --arch/--width/--bn "
                               "or point at the right checkpoint")
     model = spec.build()
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.get("ema", ckpt["model"]))  # a recipe with an EMA returns the averaged weights
     return model, ckpt
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = True) -> list[dict[str, Any]]:
+    """SGD parameter groups: with ``decay_all=False`` batch-norm parameters, biases and QCFS's lambda (every
+    parameter with fewer than two dimensions) get no weight decay; decay would only shrink them towards 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_all:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.dim() > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def init_lambdas(model: nn.Module, x: torch.Tensor, quantile: float) -> list[float]:
+    """Start each QCFS lambda at the ``quantile`` of its layer's positive inputs on ``x``, layer after layer.
+
+    A fixed start (QCFS's code: 8; ours: 2) can quantise every input of a deep layer to 0 when the layers
+    before it are small at initialisation: the network's output is then constant, the loss sits at ln(10)
+    and learning begins only when noise breaks the symmetry, after a number of epochs that depends on the
+    machine. Set in one forward pass, each lambda sees the outputs of the lambdas already set before it.
+    Batch norm runs on the batch's statistics, as in training; its running statistics are left untouched.
+    """
+    from .neuron import neurons
+
+    saved = {k: v.clone() for k, v in model.named_buffers()}
+    handles, values = [], []
+
+    def hook(neuron: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        z = inputs[0].detach().float().flatten()
+        z = z[z > 0]
+        value = float(torch.quantile(z[:1 << 24], quantile)) if len(z) else float(neuron.lam)
+        neuron.lam.fill_(max(value, 1e-3))
+        values.append(value)
+
+    for _, n in neurons(model):
+        if n.activation == "qcfs":
+            handles.append(n.register_forward_pre_hook(hook))
+    was_training = model.training
+    try:
+        model.train()
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+        for k, v in model.named_buffers():
+            v.copy_(saved[k])
+    return values
+
+
+class _EMA:
+    """An exponential moving average of a model's weights and buffers, warmed up so that early steps count."""
+
+    def __init__(self, model: nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None,
+                 updates: int = 0) -> None:
+        self.decay, self.updates = decay, updates
+        self.state = {k: v.detach().clone() for k, v in (state or model.state_dict()).items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            ema = self.state[k]
+            if ema.is_floating_point():
+                ema.mul_(d).add_(v.detach().to(ema.dtype), alpha=1 - d)
+            else:
+                ema.copy_(v)
 
 
 def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os.PathLike, *,
@@ -136,21 +262,24 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     The checkpoint is rewritten atomically after every epoch, with a CSV log beside it
     (``<checkpoint>.log.csv``). A finished checkpoint is loaded, not retrained; one trained with another
     spec or recipe is refused rather than overwritten. ``stop_after`` ends the run after that many epochs
-    of this call (used to test resuming).
+    of this call (used to test resuming). With ``cfg.ema`` the returned weights are the moving average.
     """
     cfg.validate()
     path = Path(checkpoint)
     torch.manual_seed(cfg.seed)
     model = spec.build()
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.decay_all), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.nesterov)
     history: list[dict[str, float]] = []
     start = 0
     recipe = {"spec": asdict(spec), "train": asdict(cfg), "dataset": data.name}
+    ema: _EMA | None = None
     if path.exists():
         ckpt = load_checkpoint(path)
         # through spec_of, a checkpoint written before a field existed compares with the value it was trained with
-        stored = {"spec": _recipe_spec(spec_of(ckpt)), "train": ckpt["train"], "dataset": ckpt["dataset"]}
+        stored = {"spec": _recipe_spec(spec_of(ckpt)), "train": {**_LEGACY_TRAIN, **ckpt["train"]},
+                  "dataset": ckpt["dataset"]}
         expected = {**recipe, "spec": _recipe_spec(spec)}
         if _normalise(stored) != _normalise(expected):
             raise CheckpointError(f"checkpoint {path} was trained with another model or recipe "
@@ -160,40 +289,56 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
+        if cfg.ema:
+            ema = _EMA(model, cfg.ema, ckpt["ema"], int(ckpt["ema_updates"]))
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if start == 0 and cfg.lambda_quantile is not None and spec.activation == "qcfs":
+        # drawn from its own generator, so the shuffling of the epochs is the same with or without it
+        first = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]
+        init_lambdas(model, data.train.images(first, device), cfg.lambda_quantile)
+    if cfg.ema and ema is None:
+        ema = _EMA(model, cfg.ema)
     use_amp = cfg.amp and torch.device(device).type == "cuda"
+    step_model = torch.compile(model) if cfg.compile and torch.device(device).type == "cuda" else model
+    steps = -(-len(data.train) // cfg.batch_size)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
                       disable=not progress):
         model.train()
         started = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr_at(epoch)
         loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in batches(data.train, cfg.batch_size, shuffle=True, generator=gen, augment=cfg.augment,
-                            device=device):
+        for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, generator=gen,
+                                           augment=cfg.augment, device=device)):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(epoch, i, steps)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out = model(x)
-                loss = F.cross_entropy(out, y)
+                out = step_model(x)
+                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(model)
             loss_sum += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
         if not torch.isfinite(torch.tensor(loss_sum)):
             raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is NaN). Fix: lower --lr or use --bn")
         history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": loss_sum / seen,
-                        "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - started, 2)})
+                        "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - started, 2),
+                        "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else ""})
+        extra = {"ema": {k: v.detach().cpu() for k, v in ema.state.items()}, "ema_updates": ema.updates} if ema else {}
         atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "epoch": epoch + 1,
-                            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                            "optimizer": opt.state_dict(),
-                            "generator": gen.get_state(), "history": history}, path)
+                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     "optimizer": opt.state_dict(),
+                     "generator": gen.get_state(), "history": history, **extra}, path)
         _write_log(history, Path(f"{path}.log.csv"))
+    if ema is not None:
+        model.load_state_dict(ema.state)
     return model.eval()
 
 

@@ -1,0 +1,105 @@
+"""Which training changes pay? The recipe study, run by hand (hours on a CPU, minutes on a GPU).
+
+Each variant trains one of the paper's networks from the same seed for ``--epochs`` epochs on the first
+45,000 training images and is scored on the 5,000 it never saw (the held-out validation images). The test
+set is not touched: the recipe is chosen here, and the test accuracy is measured once, by the profiles.
+Variants add one change at a time to the paper's recipe (scaled to the epochs), so each gain is shown on its
+own; ``fast`` is all of them (``icsnn_core.train.RECIPES``). One tidy row per variant goes to ``--out``
+(merged, so the study resumes: a variant already in the file is skipped; checkpoints resume too):
+
+    python benchmarks/recipe_study.py --data-root ../shared/data/cifar10-jpeg.tar.xz \\
+        --arch vgg16 --width 0.25 --epochs 10 --variants paper fast
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from icsnn_core.data import Dataset, Split, load_dataset  # noqa: E402
+from icsnn_core.results import merge_rows, provenance, read_rows  # noqa: E402
+from icsnn_core.simulate import ann_accuracy  # noqa: E402
+from icsnn_core.train import ModelSpec, TrainConfig, recipe, train  # noqa: E402
+
+COLUMNS = ("variant", "activation", "arch", "width", "epochs", "train_images", "val_images", "seconds",
+           "val_accuracy", "final_loss", "recipe", "seed", "device", "git_commit", "torch_version", "timestamp")
+
+# name -> (activation, the recipe as changes to the paper's). Each adds one change to the one above it.
+_STEPS = {
+    "onecycle": dict(schedule="onecycle", warmup=0.15),
+    "nesterov-smooth": dict(nesterov=True, label_smoothing=0.1),
+    "no-decay-norm-bias": dict(decay_all=False),
+}
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "paper": ("relu", {}),
+    "+onecycle": ("relu", _STEPS["onecycle"]),
+    "+nesterov-smooth": ("relu", {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"]}),
+    "+no-decay-norm-bias": ("relu", {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"], **_STEPS["no-decay-norm-bias"]}),
+    "fast": ("relu", "fast"),
+    # QCFS: lambda started at the fixed 2 (the old default), from the data, and the whole fast recipe
+    "qcfs-paper-lambda2": ("qcfs", {"lambda_quantile": None}),
+    "qcfs-paper-lambda-data": ("qcfs", {"lambda_quantile": 0.99}),
+    "qcfs-fast": ("qcfs", "fast"),
+}
+
+
+def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:
+    activation, change = VARIANTS[variant]
+    if change == "fast":
+        return activation, recipe("fast", epochs, seed=seed)
+    return activation, replace(recipe("paper", epochs, seed=seed), recipe=f"study-{variant}", **change)
+
+
+def holdout(data: Dataset, n_val: int) -> Dataset:
+    """The training split cut in two: the first N - n_val images to train on, the last n_val to score."""
+    n = len(data.train)
+    train_part = Split(data.train.x[:n - n_val], data.train.y[:n - n_val], data.train.scale)
+    val = Split(data.train.x[n - n_val:], data.train.y[n - n_val:], data.train.scale)
+    return Dataset(f"{data.name}-holdout{n_val}", train_part, val, data.num_classes, data.source, data.mean, data.std)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", required=True, help="CIFAR-10 (folder or the JPEG archive)")
+    p.add_argument("--arch", default="vgg16")
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--val-images", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoints", type=Path, default=ROOT / "runs" / "recipe-study")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recipe-study-cpu.csv")
+    args = p.parse_args()
+
+    data = holdout(load_dataset("cifar10", args.data_root), args.val_images)
+    done = {(r["variant"], r["arch"], r["width"], r["epochs"]) for r in read_rows(args.out)}
+    for variant in args.variants:
+        if (variant, args.arch, str(args.width), str(args.epochs)) in done:
+            continue
+        activation, cfg = config(variant, args.epochs, args.seed)
+        spec = ModelSpec(args.arch, args.width, True, data.num_classes, data.in_channels, data.mean, data.std,
+                         activation)
+        ckpt = args.checkpoints / f"{args.arch}-w{args.width:g}-{variant}-e{args.epochs}-s{args.seed}.pt"
+        model = train(spec, data, cfg, ckpt, device=args.device, progress=False)
+        history = torch.load(ckpt, weights_only=True)["history"]
+        seconds = sum(h["seconds"] for h in history)  # the epochs' own time, also across resumed runs
+        row = {"variant": variant, "activation": activation, "arch": args.arch, "width": args.width,
+               "epochs": args.epochs, "train_images": len(data.train), "val_images": len(data.test),
+               "seconds": round(seconds, 1),
+               "val_accuracy": round(ann_accuracy(model, data.test, device=args.device), 2),
+               "final_loss": round(history[-1]["loss"], 4), "recipe": cfg.recipe, "seed": args.seed,
+               **provenance(args.device)}
+        merge_rows(args.out, [row], COLUMNS, ("variant", "arch", "width", "epochs"))
+        print(f"{variant:24s} {row['val_accuracy']:.2f}% on {row['val_images']} held-out images, {seconds:.0f} s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
