@@ -215,7 +215,7 @@ def init_lambdas(model: nn.Module, x: torch.Tensor, quantile: float) -> list[flo
     def hook(neuron: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         z = inputs[0].detach().float().flatten()
         z = z[z > 0]
-        value = float(torch.quantile(z[:1 << 24], quantile)) if len(z) else float(neuron.lam)
+        value = float(torch.quantile(z[:1 << 24], quantile)) if len(z) else float(neuron.lam.detach())
         neuron.lam.fill_(max(value, 1e-3))
         values.append(value)
 

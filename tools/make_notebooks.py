@@ -263,5 +263,19 @@ if len(probe):
                                                              values=["min_lambda", "max_lambda"], sort=False))
     display(probe[["device", "git_commit", "data_source", "seed"]].drop_duplicates())
 else:
-    display(Markdown("Not measured yet: run `python benchmarks/train_probe.py --data-root ...`."))''', ["hide-input"])],
+    display(Markdown("Not measured yet: run `python benchmarks/train_probe.py --data-root ...`."))''', ["hide-input"]),
+    ("md", "## Which training changes pay?\n\n`python benchmarks/recipe_study.py` trains the same network from the "
+           "same seed with the paper's recipe and with one change added at a time, ending with the `fast` recipe "
+           "(all of them). Each variant trains on the first 45,000 training images and is scored on the last 5,000, "
+           "which it never saw: the test set plays no part in choosing the recipe. QCFS variants compare lambda's "
+           "fixed start (2) with the start from the data (each lambda at the 0.99 quantile of its layer's inputs)."),
+    ("code", '''study_files = sorted((results_root().parent / "benchmarks" / "results").glob("recipe-study-*.csv"))
+study = pd.concat([pd.read_csv(f) for f in study_files], ignore_index=True) if study_files else pd.DataFrame()
+if len(study):
+    display(study[["variant", "activation", "arch", "width", "epochs", "val_accuracy", "final_loss", "seconds"]]
+            .rename(columns={"val_accuracy": "held-out accuracy (%)", "final_loss": "last epoch's loss",
+                             "seconds": "training seconds"}).style.hide(axis="index").format(precision=2))
+    display(study[["device", "git_commit", "seed", "train_images", "val_images"]].drop_duplicates())
+else:
+    display(Markdown("Not measured yet: run `python benchmarks/recipe_study.py --data-root ...`."))''', ["hide-input"])],
    setup=PERF_SETUP, provenance=False)
