@@ -427,3 +427,22 @@ def test_ci_profile_qcfs_ann_learns_and_same_seed_gives_the_same_weights(ci_run,
     c = replace(profile.train, seed=profile.seed)
     again = train(s, data, c, tmp_path / "again.pt", progress=False)
     _assert_same_weights(load_model(checkpoint_path(ci_run, data.name, s, c))[0], again)
+
+
+def test_a_lambda_pushed_below_its_bound_is_put_back_and_still_learns():
+    """Below LAMBDA_MIN the activation's clamp passes no gradient to lambda (a dead layer for good); after the
+    projection lambda sits on the bound, where the gradient flows again."""
+    from icsnn_core.neuron import LAMBDA_MIN, IFNeuron
+    from icsnn_core.train import project_lambdas
+
+    model = torch.nn.Sequential(IFNeuron("qcfs", levels=4))
+    lam = model[0].lam
+    with torch.no_grad():
+        lam.fill_(-1.13)
+    model(torch.tensor([0.5])).sum().backward()
+    assert lam.grad is not None and float(lam.grad) == 0.0  # stuck: no step can bring it back
+    project_lambdas(model)
+    assert float(lam.detach()) == pytest.approx(LAMBDA_MIN)
+    lam.grad = None
+    model(torch.tensor([0.5])).sum().backward()  # on the bound: floor(0.5 * 4 / 1e-3 + 0.5) clips to 1, out = lam
+    assert float(lam.grad) == pytest.approx(1.0)
