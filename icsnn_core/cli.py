@@ -10,7 +10,7 @@ from typing import Sequence
 from .calibration import COMPENSATIONS, GRANULARITIES, RESIDUALS
 from .data import DATASETS, load_dataset
 from .errors import ConfigError, IcsnnError
-from .methods import INITS, METHODS, Method
+from .methods import INITS, METHODS, SHIFTS, Method
 from .models import ARCHS
 from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
@@ -119,7 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--calib-images", type=int, default=m.calib_images, help="training images for Algorithm 2")
     cos = Method.make("cos")
     ep.add_argument("--rho", type=int, default=cos.rho, help="COS: pre-simulation steps per input (latency T + rho)")
-    ep.add_argument("--iterations", type=int, default=cos.iterations, help="COS: rounds of offset-spike calibration")
+    ep.add_argument("--iterations", type=int, default=cos.iterations,
+                    help="COS: rounds of offset-spike calibration (the authors' code runs 1)")
+    ep.add_argument("--shift", choices=SHIFTS, default=cos.shift,
+                    help="COS: move a miscounted neuron's v0 as the authors' code does, or by exactly one threshold")
     c = Conversion()
     ep.add_argument("--quantile", type=float, default=c.threshold_quantile, help="threshold p-quantile, 1 = max")
     ep.add_argument("--threshold-values", choices=("positive", "all"), default=c.threshold_values)
@@ -174,7 +177,8 @@ def _run(args: argparse.Namespace) -> int:
                           f"Fix: pass --dataset {ckpt['dataset']}")
     data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
     opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
-                granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations)
+                granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations,
+                shift=args.shift)
     methods = [Method.make(name, **opts) for name in args.methods]
     spec = ckpt["spec"]
     base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": spec["arch"],

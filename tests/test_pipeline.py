@@ -25,7 +25,8 @@ def test_ci_profile_writes_every_method_reading_and_T(ci_run):
         assert r["git_commit"] and r["device"].startswith("cpu") and r["torch_version"]
     paper = {"snn", "i-snn", "c-snn", "ic-snn"}
     assert set(by_method) == {("relu", m) for m in (*paper, "opi", "cos")} | {("qcfs", m) for m in (*paper, "qcfs", "cos")}
-    assert by_method[("relu", "cos")] == {"cos[rho=4,iterations=1]", "cos[rho=4,iterations=2]"}
+    assert by_method[("relu", "cos")] == {"cos[rho=4,iterations=1,shift=authors]", "cos[rho=4,iterations=2,shift=authors]",
+                                          "cos[rho=4,iterations=1,shift=threshold]"}
     ic = by_method[("relu", "ic-snn")]
     for reading in ("compensation=printed", "compensation=potential", "residual=raw", "residual=clip", "residual=fired",
                     "granularity=layer", "granularity=channel", "granularity=neuron", "init=weight", "calib_images=64"):

@@ -83,7 +83,7 @@ nb("fig5_accuracy_vs_T", "Figure 5: accuracy against time steps",
    "Accuracy of the converted SNN after t time steps, for the paper's four variants as printed (SNN, I-SNN, "
    "C-SNN, IC-SNN) and the peers on the same trained ANNs. The x-axis is the **latency**: T plus any "
    "pre-simulation steps (COS's rho), so that methods are compared at equal cost. The dashed line is the ANN.",
-   [("code", '''shown = [report.printed_variant(results, m) for m in ("snn", "i-snn", "c-snn", "ic-snn")] + ["opi", "qcfs", "cos[rho=4,iterations=1]"]
+   [("code", '''shown = [report.printed_variant(results, m) for m in ("snn", "i-snn", "c-snn", "ic-snn")] + ["opi", "qcfs", report.cos_variant(results)]
 rows = results[results["variant"].isin(shown)]
 grid = sns.relplot(data=rows, x="latency", y="accuracy", hue="method", style="method", markers=True, dashes=False,
                    row="arch", col="ann", kind="line", height=3.8, aspect=1.3)
@@ -196,10 +196,12 @@ nb("comparison", "IC-SNN against its peers",
    [("code", '''best_ic = (results[(results["method"] == "ic-snn") & (results["ann"] == "relu")]
            .groupby("variant")["loss"].mean().idxmin())
 ic_printed = report.printed_variant(results, "ic-snn")
+cos = report.cos_variant(results)
 picks = {("relu", "snn"): "plain (snn)", ("relu", ic_printed): "IC-SNN as printed",
-         ("relu", best_ic): "IC-SNN, best reading", ("relu", "opi"): "OPI", ("relu", "cos[rho=4,iterations=1]"): "COS on ReLU",
+         ("relu", best_ic): "IC-SNN, best reading", ("relu", "opi"): "OPI",
+         ("relu", cos): f"{report.cos_name(cos)} on ReLU",
          ("qcfs", "qcfs"): "QCFS", ("qcfs", ic_printed): "IC-SNN on QCFS",
-         ("qcfs", "cos[rho=4,iterations=1]"): "COS on QCFS"}
+         ("qcfs", cos): f"{report.cos_name(cos)} on QCFS"}
 rows = results[[(a, v) in picks for a, v in zip(results["ann"], results["variant"])]].copy()
 rows["method shown"] = [picks[(a, v)] for a, v in zip(rows["ann"], rows["variant"])]
 glue("best_ic", best_ic, display=False)
