@@ -37,11 +37,17 @@ def printed_variant(results: pd.DataFrame, method: str) -> str:
 
 
 def cos_variant(results: pd.DataFrame) -> str:
-    """The COS reading a page shows: one round with the authors' shift where it was measured, else one round with
-    the one-threshold shift (the only reading of runs made before the option existed)."""
+    """The COS reading a page shows: one round with the authors' shift where it was measured on every ANN that has
+    COS rows, else one round with the one-threshold shift (the only reading of runs made before the option
+    existed), so that a page never shows COS for some networks and not for others."""
+    if "variant" not in results:
+        return Method.make("cos").label
+    cos = results[results["method"] == "cos"]
+    anns = set(zip(cos["arch"], cos["ann"]))
     for shift in SHIFTS:
         label = Method.make("cos", shift=shift).label
-        if "variant" in results and (results["variant"] == label).any():
+        rows = cos[cos["variant"] == label]
+        if len(rows) and set(zip(rows["arch"], rows["ann"])) == anns:
             return label
     return Method.make("cos").label
 

@@ -187,3 +187,16 @@ def test_cos_latency_and_options():
     assert Method.make("opi").latency(8) == 8 and Method.make("ic-snn").rho is None
     with pytest.raises(ConfigError, match="rho"):
         Method.make("cos", rho=0)
+
+
+def test_pages_show_the_authors_cos_only_where_it_covers_every_network():
+    import pandas as pd
+
+    from icsnn_core.report import cos_name, cos_variant
+
+    authors, threshold = Method.make("cos").label, Method.make("cos", shift="threshold").label
+    rows = pd.DataFrame({"method": ["cos"] * 3, "arch": ["vgg16", "resnet20", "resnet20"], "ann": ["relu"] * 3,
+                         "variant": [threshold, threshold, authors]})
+    assert cos_variant(rows) == threshold and cos_name(threshold) == "COS (one-threshold shift)"
+    rows.loc[len(rows)] = ["cos", "vgg16", "relu", authors]
+    assert cos_variant(rows) == authors and cos_name(authors) == "COS"
