@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .data import Dataset, batches
 from .errors import CheckpointError, ConfigError
 from .files import atomic_save, atomic_write_text
@@ -265,6 +266,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     of this call (used to test resuming). With ``cfg.ema`` the returned weights are the moving average.
     """
     cfg.validate()
+    device = distributed.init(device)  # under torchrun: join the other ranks, on this rank's GPU
     path = Path(checkpoint)
     torch.manual_seed(cfg.seed)
     model = spec.build()
@@ -302,15 +304,21 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         ema = _EMA(model, cfg.ema)
     use_amp = cfg.amp and torch.device(device).type == "cuda"
     step_model = torch.compile(model) if cfg.compile and torch.device(device).type == "cuda" else model
+    step_model = distributed.data_parallel(step_model)  # as is in a single process
     steps = -(-len(data.train) // cfg.batch_size)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
-                      disable=not progress):
+                      disable=not progress or not distributed.is_main()):
         model.train()
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, generator=gen,
                                            augment=cfg.augment, device=device)):
+            # every rank drew the same global batch from the same generator and trains on its own slice of it
+            if len(y) < distributed.world_size():
+                continue  # a last batch smaller than the number of ranks would leave a rank without images
+            n = len(y)
+            x, y = distributed.batch_slice(x), distributed.batch_slice(y)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_at(epoch, i, steps)
             if cfg.channels_last:
@@ -319,24 +327,31 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
                 out = step_model(x)
                 loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # weighted by the slice's share, DDP's average over the ranks is the mean over the global batch
+            # (times 1.0 in a single process: the same numbers)
+            (loss * (distributed.world_size() * len(y) / n)).backward()
             opt.step()
             if ema is not None:
                 ema.update(model)
             loss_sum += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
+        loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # the global batches', every rank
         if not torch.isfinite(torch.tensor(loss_sum)):
             raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is NaN). Fix: lower --lr or use --bn")
         history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": loss_sum / seen,
                         "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - started, 2),
                         "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else ""})
-        extra = {"ema": {k: v.detach().cpu() for k, v in ema.state.items()}, "ema_updates": ema.updates} if ema else {}
-        atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "epoch": epoch + 1,
-                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                     "optimizer": opt.state_dict(),
-                     "generator": gen.get_state(), "history": history, **extra}, path)
-        _write_log(history, Path(f"{path}.log.csv"))
+        if distributed.is_main():  # one writer: the ranks hold the same weights
+            extra = {"ema": {k: v.detach().cpu() for k, v in ema.state.items()}, "ema_updates": ema.updates} if ema else {}
+            atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "epoch": epoch + 1,
+                         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                         "optimizer": opt.state_dict(),
+                         "generator": gen.get_state(), "history": history, **extra}, path)
+            _write_log(history, Path(f"{path}.log.csv"))
+        distributed.barrier()  # no rank moves on (or is stopped and resumed) before the checkpoint is complete
+    # batch norm's running statistics last saw each rank's own slice: every rank takes rank 0's, the saved ones
+    distributed.broadcast_([*model.state_dict().values(), *(ema.state.values() if ema is not None else ())])
     if ema is not None:
         model.load_state_dict(ema.state)
     return model.eval()
