@@ -371,6 +371,10 @@ def _normalise(obj: Any) -> Any:
         return {k: _normalise(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_normalise(v) for v in obj]
+    if isinstance(obj, float):
+        # the data's mean and std differ in their last bits with the thread count (torchrun runs one thread
+        # per process): a checkpoint started alone must resume under torchrun, and the other way round
+        return float(f"{obj:.12g}")
     return obj
 
 
