@@ -264,6 +264,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     (``<checkpoint>.log.csv``). A finished checkpoint is loaded, not retrained; one trained with another
     spec or recipe is refused rather than overwritten. ``stop_after`` ends the run after that many epochs
     of this call (used to test resuming). With ``cfg.ema`` the returned weights are the moving average.
+    Under torchrun (:mod:`.distributed`) each rank trains on its slice of every batch with DDP and rank 0
+    writes the checkpoint; every rank returns the same weights.
     """
     cfg.validate()
     device = distributed.init(device)  # under torchrun: join the other ranks, on this rank's GPU
@@ -303,8 +305,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     if cfg.ema and ema is None:
         ema = _EMA(model, cfg.ema)
     use_amp = cfg.amp and torch.device(device).type == "cuda"
-    step_model = torch.compile(model) if cfg.compile and torch.device(device).type == "cuda" else model
-    step_model = distributed.data_parallel(step_model)  # as is in a single process
+    step_model = distributed.data_parallel(model)  # as is in a single process; wrapped before compiling, as DDP asks
+    step_model = torch.compile(step_model) if cfg.compile and torch.device(device).type == "cuda" else step_model
     steps = -(-len(data.train) // cfg.batch_size)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
