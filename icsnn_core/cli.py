@@ -10,13 +10,13 @@ from typing import Sequence
 from .calibration import COMPENSATIONS, GRANULARITIES, RESIDUALS
 from .data import DATASETS, load_dataset
 from .errors import ConfigError, IcsnnError
-from .methods import INITS, METHODS, Method
+from .methods import INITS, METHODS, SHIFTS, Method
 from .models import ARCHS
 from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
-from .train import ModelSpec, TrainConfig, load_model, train
+from .train import RECIPES, ModelSpec, TrainConfig, load_model, recipe, train
 
 DESCRIPTION = """\
 ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers
@@ -82,14 +82,20 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"QCFS: lambda's starting value (default {DEFAULT_INIT_LAMBDA:g}; QCFS's code uses 8, which "
                          "collapsed behind batch norm on CIFAR-10)")
     tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
+    tp.add_argument("--recipe", choices=list(RECIPES), default="paper",
+                    help="paper: the paper's (SGD, step decay); fast: one-cycle, Nesterov, label smoothing, no decay on "
+                         "norm/bias/lambda, EMA (benchmarks/recipe_study.py measures each) (default: paper)")
     d = TrainConfig()
     tp.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
-    tp.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
-    tp.add_argument("--momentum", type=float, default=d.momentum)
-    tp.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    tp.add_argument("--batch-size", type=int, default=d.batch_size)
+    tp.add_argument("--lr", type=float, help=f"peak SGD learning rate (default: the recipe's, {d.lr})")
+    tp.add_argument("--momentum", type=float, help=f"SGD momentum (default: the recipe's, {d.momentum})")
+    tp.add_argument("--weight-decay", type=float, help=f"weight decay (default: the recipe's, {d.weight_decay})")
+    tp.add_argument("--batch-size", type=int, help=f"batch size (default: the recipe's, {d.batch_size})")
     tp.add_argument("--milestones", type=int, nargs="*",
-                    help="epochs where lr is divided by 5 (default: 70 130 190 240 scaled to --epochs)")
+                    help="paper recipe: epochs where lr is divided by 5 (default: 70 130 190 240 scaled to --epochs)")
+    tp.add_argument("--lambda-quantile", type=float,
+                    help=f"QCFS: start each lambda at this quantile of its layer's inputs (default {d.lambda_quantile}); "
+                         "0 starts them at --init-lambda")
     tp.add_argument("--no-augment", action="store_true",
                     help="no random crop + flip (they are on for CIFAR, off for digits and Fashion-MNIST)")
     tp.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
@@ -113,7 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--calib-images", type=int, default=m.calib_images, help="training images for Algorithm 2")
     cos = Method.make("cos")
     ep.add_argument("--rho", type=int, default=cos.rho, help="COS: pre-simulation steps per input (latency T + rho)")
-    ep.add_argument("--iterations", type=int, default=cos.iterations, help="COS: rounds of offset-spike calibration")
+    ep.add_argument("--iterations", type=int, default=cos.iterations,
+                    help="COS: rounds of offset-spike calibration (the authors' code runs 1)")
+    ep.add_argument("--shift", choices=SHIFTS, default=cos.shift,
+                    help="COS: move a miscounted neuron's v0 as the authors' code does, or by exactly one threshold")
     c = Conversion()
     ep.add_argument("--quantile", type=float, default=c.threshold_quantile, help="threshold p-quantile, 1 = max")
     ep.add_argument("--threshold-values", choices=("positive", "all"), default=c.threshold_values)
@@ -149,11 +158,14 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.command == "train":
         data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
-        cfg = TrainConfig(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                          batch_size=args.batch_size, seed=args.seed, amp=args.amp,
-                          augment=not args.no_augment and args.dataset in ("cifar10", "cifar100"))
-        cfg = (cfg.scaled_to(args.epochs) if args.milestones is None
-               else replace(cfg, epochs=args.epochs, milestones=tuple(args.milestones)))
+        given = {k: getattr(args, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "lambda_quantile")
+                 if getattr(args, k) is not None}
+        if given.get("lambda_quantile") == 0:
+            given["lambda_quantile"] = None
+        cfg = recipe(args.recipe, args.epochs, seed=args.seed, amp=args.amp,
+                     augment=not args.no_augment and args.dataset in ("cifar10", "cifar100"), **given)
+        if args.milestones is not None:
+            cfg = replace(cfg, milestones=tuple(args.milestones))
         spec = ModelSpec(args.arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std,
                          args.activation, args.levels, args.init_lambda)
         train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress)
@@ -165,7 +177,8 @@ def _run(args: argparse.Namespace) -> int:
                           f"Fix: pass --dataset {ckpt['dataset']}")
     data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
     opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
-                granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations)
+                granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations,
+                shift=args.shift)
     methods = [Method.make(name, **opts) for name in args.methods]
     spec = ckpt["spec"]
     base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": spec["arch"],

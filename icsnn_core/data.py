@@ -190,6 +190,25 @@ def load_cifar(name: str, root: str | os.PathLike | None, *, download: bool = Fa
     raise _missing(name, root_path, "no pickle batches and no train/ + test/ image folders found")
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, bytes, str, ints and numpy arrays) and nothing else.
+
+    A pickle can call any importable function while it loads: a crafted ``test_batch`` in ``--data-root`` would
+    run code on the user's machine. Every global a pickle names passes through ``find_class``; only numpy's
+    array reconstruction and ``_codecs.encode`` (how Python 3 writes bytes in protocol 2) are admitted."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which no CIFAR batch holds (refused unread: "
+                                         "a pickle can run code)")
+        return super().find_class(module, name)
+
+
 def _cifar_from_pickles(name: str, folder: Path) -> Dataset:
     files = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if name == "cifar10" else (["train"], ["test"])
     label_key = b"labels" if name == "cifar10" else b"fine_labels"
@@ -202,7 +221,7 @@ def _cifar_from_pickles(name: str, folder: Path) -> Dataset:
                 raise _missing(name, folder, f"file {f} is missing from the pickle folder")
             try:
                 with open(path, "rb") as fh:
-                    d = pickle.load(fh, encoding="bytes")  # the official CIFAR format; only load trusted copies
+                    d = _CifarUnpickler(fh, encoding="bytes").load()
                 xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 ys.append(np.asarray(d[label_key], dtype=np.int64))
             except Exception as e:  # noqa: BLE001 - truncated or foreign file: any failure means unreadable

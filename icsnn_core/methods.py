@@ -33,8 +33,11 @@ _OPTIONS = {
     "ic-snn": ("init", "compensation", "residual", "granularity", "calib_images"),
     "opi": (),
     "qcfs": (),
-    "cos": ("rho", "iterations"),
+    "cos": ("rho", "iterations", "shift"),
 }
+# COS: how far a miscounted neuron's v0 moves (IFNeuron._offset_spike_calibration): as in the authors' code
+# (the default), or by exactly one threshold (this project's first reading of the paper)
+SHIFTS = ("authors", "threshold")
 # methods defined only on one kind of trained ANN, and what to use instead on the other
 _NEEDS_ANN = {
     "qcfs": ("qcfs", "train the ANN with the QCFS activation (icsnn train --activation qcfs), or use method "
@@ -55,17 +58,19 @@ class Method:
     granularity: str | None = None
     calib_images: int | None = None
     rho: int | None = None  # COS: pre-simulation steps
-    iterations: int | None = None  # COS: rounds of offset-spike calibration
+    iterations: int | None = None  # COS: rounds of offset-spike calibration (the authors' code runs 1)
+    shift: str | None = None  # COS: "authors" or "threshold" (see SHIFTS)
 
     @classmethod
     def make(cls, name: str, *, init: str = "data", compensation: str = "printed", residual: str = "raw",
              granularity: str = "layer", calib_images: int = DEFAULT_CALIB_IMAGES, rho: int = 4,
-             iterations: int = 1) -> "Method":
+             iterations: int = 1, shift: str = "authors") -> "Method":
         """Build a method, validating every option and blanking those it does not read."""
         if name not in METHODS:
             raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
         for value, allowed, what in ((init, INITS, "init"), (compensation, COMPENSATIONS, "compensation"),
-                                     (residual, RESIDUALS, "residual"), (granularity, GRANULARITIES, "granularity")):
+                                     (residual, RESIDUALS, "residual"), (granularity, GRANULARITIES, "granularity"),
+                                     (shift, SHIFTS, "shift")):
             if value not in allowed:
                 raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
         for value, what in ((calib_images, "calib_images"), (rho, "rho"), (iterations, "iterations")):
@@ -74,7 +79,7 @@ class Method:
         if init == "weight" and granularity == "neuron":
             raise ConfigError("init='weight' (Algorithm 1) has no per-neuron reading; use granularity layer or channel")
         given = dict(init=init, compensation=compensation, residual=residual, granularity=granularity,
-                     calib_images=calib_images, rho=rho, iterations=iterations)
+                     calib_images=calib_images, rho=rho, iterations=iterations, shift=shift)
         used = set(_OPTIONS[name]) - (set(_DATA_ONLY) if init == "weight" else set())
         return cls(name, **{k: (v if k in used else None) for k, v in given.items()})
 
@@ -124,7 +129,7 @@ class Method:
         self.check_ann(model)
         named = [n for _, n in neurons(model)]
         for n in named:
-            n.presim, n.presim_iterations = self.presim, self.iterations or 1
+            n.presim, n.presim_iterations, n.presim_shift = self.presim, self.iterations or 1, self.shift or "authors"
         if self.name == "snn":
             v0 = [0.0] * len(named)
         elif self.name in ("opi", "qcfs", "cos"):
@@ -152,8 +157,10 @@ class Method:
 
 
 def peer_variants(ann: str, cos_iterations: tuple[int, ...] = (1, 2)) -> list[Method]:
-    """The peers that apply to an ANN trained with ``ann`` activations (COS with each number of iterations)."""
-    return [Method.make("opi" if ann == "relu" else "qcfs"), *(Method.make("cos", iterations=i) for i in cos_iterations)]
+    """The peers that apply to an ANN trained with ``ann`` activations: COS with each number of iterations, and
+    with the one-threshold shift for comparison."""
+    return [Method.make("opi" if ann == "relu" else "qcfs"), *(Method.make("cos", iterations=i) for i in cos_iterations),
+            Method.make("cos", shift="threshold")]
 
 
 def paper_variants(calib_images: int, other_calib: int, i_snn_readings: bool = True) -> list[Method]:

@@ -65,6 +65,7 @@ class IFNeuron(nn.Module):
         self.track = False  # record spike counts and first-spike times (costs time)
         self.presim = 0  # COS: pre-simulation steps run on each input before the real steps
         self.presim_iterations = 1
+        self.presim_shift = "authors"  # COS: how far a neuron's v0 moves (see _offset_spike_calibration)
         self.reset()
 
     # --- state -------------------------------------------------------------------------------
@@ -74,6 +75,7 @@ class IFNeuron(nn.Module):
         self.t = 0
         self.spike_count: torch.Tensor | None = None
         self.first_spike: torch.Tensor | None = None
+        self.calibrated_v0: torch.Tensor | None = None  # COS: this batch's v0 after the offset-spike shifts
 
     def extra_repr(self) -> str:
         act = f"qcfs(L={self.levels})" if self.activation == "qcfs" else "relu"
@@ -127,20 +129,37 @@ class IFNeuron(nn.Module):
     def _offset_spike_calibration(self, z: torch.Tensor, v0: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
         """COS (Hao et al. 2023): pre-simulate ``presim`` steps of this input from v0, then shift each neuron's v0.
 
-        A residual below 0 in a neuron that fired means one spike too many (shift by -V_th); a residual at or
-        above V_th means one spike too few (+V_th). Repeating it is COS's iterative property.
+        A residual below 0 in a neuron that fired means a spike too many: v0 moves down. A residual at or
+        above V_th means a spike too few: v0 moves up. ``presim_shift="threshold"`` moves it by one V_th.
+        ``"authors"`` (the default) moves it as the authors' code does (``MPLayer`` in hzc1208/ANN2SNN_COS),
+        in threshold units: down by ``max(1, m - 0.999)``, with m the smallest potential before the reset at a
+        step that spiked, and up by ``max(1, 1.001 - m2)``, with m2 the largest potential at a step that did
+        not. A neuron that spiked at every step has no m2: the authors' code then shifts it up by 1001
+        thresholds (a placeholder); here it moves up by one. The calibrated v0 of the last input batch stays in
+        ``calibrated_v0`` until :meth:`reset`. Each further iteration repeats the round from the shifted v0
+        (the authors' code runs one round).
         """
         rho = self.presim
         if z.shape[0] < rho:
             raise RuntimeError(f"COS needs the first {rho} steps in one call, got {z.shape[0]}: use icsnn_core.simulate")
         for _ in range(self.presim_iterations):
             v, fired = v0.clone(), torch.zeros_like(v0, dtype=torch.bool)
+            m = torch.full_like(v0, float("inf"))  # smallest pre-reset potential at a spiking step, in V_th units
+            m2 = torch.full_like(v0, float("-inf"))  # largest potential at a silent step, in V_th units
             for t in range(rho):
                 v.add_(z[t])
                 s = v > thr
+                m = torch.where(s, torch.minimum(m, v / thr), m)
                 v.sub_(s.to(v.dtype) * thr)
+                m2 = torch.where(s, m2, torch.maximum(m2, v / thr))
                 fired |= s
-            v0 = v0 - ((v < 0) & fired).to(v.dtype) * thr + (v >= thr).to(v.dtype) * thr
+            if self.presim_shift == "authors":
+                down, up = (m - 0.999).clamp_min(1.0), (1.001 - m2).clamp_min(1.0)  # m2 = -inf: no silent step
+                up = torch.where(torch.isinf(m2), torch.ones_like(up), up)
+            else:
+                down = up = torch.ones_like(v0)
+            v0 = torch.where((v < 0) & fired, v0 - down * thr, torch.where(v >= thr, v0 + up * thr, v0))
+        self.calibrated_v0 = v0.clone()
         return v0
 
     def _record(self, fired_at: torch.Tensor) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from .figures import has_spike_measurements, write_rate_coding, write_spike_meas
 from .methods import Method
 from .neuron import ann_kind, neurons
 from .profiles import Profile
-from .results import CURVE_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, key_of, merge_rows, provenance, read_rows
+from .results import CURVE_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, key_of, merge_rows, provenance, read_rows, write_rows
 from .simulate import accuracy_curve, ann_accuracy, validate_coding, validate_T
 from .train import ModelSpec, TrainConfig, train
 
@@ -52,7 +53,9 @@ class Conversion:
 def checkpoint_path(out_dir: Path, dataset: str, spec: ModelSpec, cfg: TrainConfig) -> Path:
     act = "relu" if spec.activation == "relu" else f"qcfs{spec.levels}"
     bn = "bn" if spec.bn else "nobn"
-    return out_dir / "checkpoints" / f"{dataset}-{spec.arch}-w{spec.width:g}-{bn}-{act}-e{cfg.epochs}-s{cfg.seed}.pt"
+    recipe = "" if cfg.recipe == "paper" else f"-{cfg.recipe}"
+    return (out_dir / "checkpoints"
+            / f"{dataset}-{spec.arch}-w{spec.width:g}-{bn}-{act}-e{cfg.epochs}{recipe}-s{cfg.seed}.pt")
 
 
 def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method], T_grid: Sequence[int], *,
@@ -145,6 +148,36 @@ def divide_jobs(methods: Sequence[Method], T_grid: Sequence[int], world: int) ->
     return owners
 
 
+class StageTimes:
+    """Wall-clock seconds per stage of a run, written as ``stage_times.csv`` (``stage``, ``seconds``, a ``total``
+    row last) after every stage, so a run cut short still says where its time went. A stage run inside another
+    is counted once: its seconds are taken out of the outer stage's."""
+
+    COLUMNS = ("stage", "seconds", "device", "git_commit", "timestamp")
+
+    def __init__(self, path: Path | None, device: str) -> None:
+        self.path, self.device = path, device  # path None: time the stages, write nothing (ranks other than 0)
+        self.started = time.perf_counter()
+        self.rows: list[dict[str, object]] = []
+        self._inner: list[float] = []  # seconds of finished inner stages, one entry per open stage
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - t0
+            own = elapsed - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += elapsed
+            self.rows.append({"stage": name, "seconds": round(own, 2)})
+            total = {"stage": "total", "seconds": round(time.perf_counter() - self.started, 2)}
+            if self.path is not None:
+                write_rows(self.path, [{**r, **provenance(self.device)} for r in (*self.rows, total)], self.COLUMNS)
+
+
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
               download: bool = False, archs: Sequence[str] | None = None, activations: Sequence[str] | None = None,
               epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write) -> Path:
@@ -161,7 +194,9 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     if distributed.world_size() > 1:
         log = _tagged(log, distributed.rank())
     out = Path(out_dir)
-    data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
+    times = StageTimes(out / "stage_times.csv" if distributed.is_main() else None, device)
+    with times.stage("load data"):
+        data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
     cfg = replace(profile.train, seed=profile.seed)
     if epochs is not None:
         cfg = cfg.scaled_to(epochs)
@@ -183,7 +218,9 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                          choice.activation, choice.levels)
         ckpt = checkpoint_path(out, data.name, spec, cfg)
         log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name} (checkpoint {ckpt})")
-        model = train(spec, data, cfg, ckpt, device=device, progress=progress)
+        name = f"{spec.arch} {spec.activation}"
+        with times.stage(f"train {name}"):
+            model = train(spec, data, cfg, ckpt, device=device, progress=progress)
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
                 "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs}
 
@@ -192,13 +229,15 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
             # and a run cut short still has them
             if not has_spike_measurements(out, arch):
                 log(f"{arch}: measuring first-spike times and layer outputs (Figs. 6-7)")
-                write_spike_measurements(snn, data, out, base, **sim)
+                with times.stage(f"spike measurements {arch}"):
+                    write_spike_measurements(snn, data, out, base, **sim)
 
-        evaluate_methods(model, data, profile.methods[choice.activation], profile.T_grid, conversion=conversion, out_dir=out, base=base,
-                         n_test=profile.n_test, batch_size=profile.eval_batch_size, max_fold=profile.max_fold,
-                         device=device, seed=profile.seed, progress=progress, log=log,
-                         on_converted=spike_figures if choice.activation == "relu" and distributed.is_main() else None,
-                         rank=distributed.rank(), world=distributed.world_size())
+        with times.stage(f"methods {name}"):
+            evaluate_methods(model, data, profile.methods[choice.activation], profile.T_grid, conversion=conversion,
+                             out_dir=out, base=base, n_test=profile.n_test, batch_size=profile.eval_batch_size,
+                             max_fold=profile.max_fold, device=device, seed=profile.seed, progress=progress, log=log,
+                             on_converted=spike_figures if choice.activation == "relu" and distributed.is_main() else None,
+                             rank=distributed.rank(), world=distributed.world_size())
     distributed.barrier()  # every rank's rows are merged before any rank returns
     return out / "results.csv"
 

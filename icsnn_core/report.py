@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .methods import Method
+from .methods import SHIFTS, Method
 
 PROFILE_ORDER = ("ci", "cpu", "full")  # smallest to largest
 PAPER_TO_METHOD = {"RobustNorm": "snn", "I-SNN": "i-snn", "C-SNN": "c-snn", "IC-SNN": "ic-snn"}
@@ -34,6 +34,27 @@ def printed(results: pd.DataFrame, method: str) -> Method:
 def printed_variant(results: pd.DataFrame, method: str) -> str:
     """The variant label of ``method`` read as printed, as it appears in ``results``."""
     return printed(results, method).label
+
+
+def cos_variant(results: pd.DataFrame) -> str:
+    """The COS reading a page shows: one round with the authors' shift where it was measured on every ANN that has
+    COS rows, else one round with the one-threshold shift (the only reading of runs made before the option
+    existed), so that a page never shows COS for some networks and not for others."""
+    if "variant" not in results:
+        return Method.make("cos").label
+    cos = results[results["method"] == "cos"]
+    anns = set(zip(cos["arch"], cos["ann"]))
+    for shift in SHIFTS:
+        label = Method.make("cos", shift=shift).label
+        rows = cos[cos["variant"] == label]
+        if len(rows) and set(zip(rows["arch"], rows["ann"])) == anns:
+            return label
+    return Method.make("cos").label
+
+
+def cos_name(variant: str) -> str:
+    """A reader's name for a COS variant: "COS", with the shift named when it is not the authors'."""
+    return "COS (one-threshold shift)" if "shift=threshold" in variant else "COS"
 
 
 def paper_tables() -> pd.DataFrame:

@@ -23,7 +23,7 @@ from .files import atomic_write_text
 
 RESULT_COLUMNS = (
     "profile", "dataset", "data_source", "arch", "width", "bn", "ann", "levels", "epochs", "method", "variant",
-    "init", "compensation", "residual", "granularity", "calib_images", "rho", "iterations",
+    "init", "compensation", "residual", "granularity", "calib_images", "rho", "iterations", "shift",
     "threshold_quantile", "threshold_values", "threshold_images", "coding",
     "T", "latency", "accuracy", "ann_accuracy", "n_test", "seed",
     "device", "git_commit", "torch_version", "icsnn_version", "python_version", "timestamp",

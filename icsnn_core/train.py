@@ -33,7 +33,7 @@ from .data import Dataset, batches
 from .errors import CheckpointError, ConfigError
 from .files import atomic_save, atomic_write_text
 from .models import build_model
-from .neuron import DEFAULT_INIT_LAMBDA
+from .neuron import DEFAULT_INIT_LAMBDA, LAMBDA_MIN, neurons
 
 CHECKPOINT_FORMAT = "icsnn-checkpoint-1"
 
@@ -208,15 +208,13 @@ def init_lambdas(model: nn.Module, x: torch.Tensor, quantile: float) -> list[flo
     machine. Set in one forward pass, each lambda sees the outputs of the lambdas already set before it.
     Batch norm runs on the batch's statistics, as in training; its running statistics are left untouched.
     """
-    from .neuron import neurons
-
     saved = {k: v.clone() for k, v in model.named_buffers()}
     handles, values = [], []
 
     def hook(neuron: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         z = inputs[0].detach().float().flatten()
         z = z[z > 0]
-        value = float(torch.quantile(z[:1 << 24], quantile)) if len(z) else float(neuron.lam)
+        value = float(torch.quantile(z[:1 << 24], quantile)) if len(z) else float(neuron.lam.detach())
         neuron.lam.fill_(max(value, 1e-3))
         values.append(value)
 
@@ -236,13 +234,28 @@ def init_lambdas(model: nn.Module, x: torch.Tensor, quantile: float) -> list[flo
     return values
 
 
+@torch.no_grad()
+def project_lambdas(model: nn.Module) -> None:
+    """Put every QCFS lambda that an optimiser step took below :data:`LAMBDA_MIN` back on it.
+
+    The activation uses ``lam.clamp_min(LAMBDA_MIN)``, whose gradient is zero below the bound: a lambda that
+    overshoots below it would silence its layer for good (seen on CIFAR-10 VGG16 at width 0.25 from the fixed
+    start 2 under the paper's recipe: one lambda at -1.13 after the second epoch, the loss at ln 10 from then
+    on). On the bound the gradient still flows, so the layer can recover."""
+    for _, n in neurons(model):
+        if n.activation == "qcfs":
+            n.lam.clamp_(min=LAMBDA_MIN)
+
+
 class _EMA:
     """An exponential moving average of a model's weights and buffers, warmed up so that early steps count."""
 
     def __init__(self, model: nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None,
                  updates: int = 0) -> None:
         self.decay, self.updates = decay, updates
-        self.state = {k: v.detach().clone() for k, v in (state or model.state_dict()).items()}
+        # on the model's device, also when resumed from a checkpoint's CPU tensors
+        device = next(model.parameters()).device
+        self.state = {k: v.detach().clone().to(device) for k, v in (state or model.state_dict()).items()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -279,6 +292,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     start = 0
     recipe = {"spec": asdict(spec), "train": asdict(cfg), "dataset": data.name}
     ema: _EMA | None = None
+    ema_saved: tuple[dict[str, torch.Tensor], int] | None = None
     if path.exists():
         ckpt = load_checkpoint(path)
         # through spec_of, a checkpoint written before a field existed compares with the value it was trained with
@@ -294,7 +308,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         gen.set_state(ckpt["generator"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
         if cfg.ema:
-            ema = _EMA(model, cfg.ema, ckpt["ema"], int(ckpt["ema_updates"]))
+            ema_saved = ckpt["ema"], int(ckpt["ema_updates"])
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -302,8 +316,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         # drawn from its own generator, so the shuffling of the epochs is the same with or without it
         first = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]
         init_lambdas(model, data.train.images(first, device), cfg.lambda_quantile)
-    if cfg.ema and ema is None:
-        ema = _EMA(model, cfg.ema)
+    if cfg.ema:
+        ema = _EMA(model, cfg.ema, *ema_saved) if ema_saved else _EMA(model, cfg.ema)
     use_amp = cfg.amp and torch.device(device).type == "cuda"
     step_model = distributed.data_parallel(model)  # as is in a single process; wrapped before compiling, as DDP asks
     step_model = torch.compile(step_model) if cfg.compile and torch.device(device).type == "cuda" else step_model
@@ -333,6 +347,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
             # (times 1.0 in a single process: the same numbers)
             (loss * (distributed.world_size() * len(y) / n)).backward()
             opt.step()
+            project_lambdas(model)
             if ema is not None:
                 ema.update(model)
             loss_sum += loss.item() * len(y)

@@ -495,3 +495,47 @@ def test_batches_augment_deterministic_and_shape_preserving():
     for x, y in a:
         for i in range(len(y)):
             assert _matches_some_crop(x[i], s.images(y[i:i + 1])[0], 4)
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it would call os.system (it must never be called)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused_unrun(cifar10_pickles):
+    root, folder, _ = cifar10_pickles
+    marker = root / "pwned"
+    _dump(folder / "test_batch", {b"data": _RunsCode(marker), b"labels": [1]})
+    with pytest.raises(D.DataError, match=r"test_batch is unreadable .*names posix\.system.*refused unread"):
+        D.load_dataset("cifar10", root)
+    assert not marker.exists()
+
+
+def test_the_restricted_unpickler_reads_numpy_arrays_in_every_protocol(cifar10_pickles):
+    root, folder, raw = cifar10_pickles
+    x = _cifar_images(4, 7)
+    for protocol in (2, 4, 5):
+        with open(folder / "test_batch", "wb") as f:
+            pickle.dump({b"data": x, b"labels": np.array([1, 2, 3, 4])}, f, protocol=protocol)
+        ds = D.load_dataset("cifar10", root)
+        assert torch.equal(ds.test.x, torch.from_numpy(x.reshape(-1, 3, 32, 32)))
+        assert ds.test.y.tolist() == [1, 2, 3, 4]
+
+
+def test_the_restricted_unpickler_reads_batches_written_by_numpy_1(cifar10_pickles):
+    """The official batches name numpy.core.multiarray._reconstruct (numpy 1), which numpy 2 calls numpy._core."""
+    root, folder, _ = cifar10_pickles
+    x = _cifar_images(4, 7)
+    data = pickle.dumps({b"data": x, b"labels": [1, 2, 3, 4]}, protocol=2)
+    if b"numpy._core.multiarray" in data:
+        data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in data
+    (folder / "test_batch").write_bytes(data)
+    assert torch.equal(D.load_dataset("cifar10", root).test.x, torch.from_numpy(x.reshape(-1, 3, 32, 32)))

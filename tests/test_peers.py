@@ -16,16 +16,19 @@ from icsnn_core.neuron import LAMBDA_MIN, IFNeuron, neurons, set_mode
 from icsnn_core.simulate import accuracy_curve, simulate
 
 
-def cos_spikes(currents: list[float], iterations: int = 1, rho: int = 4) -> tuple[float, float]:
-    """One IF neuron (V_th = 1) fed the given current sequence with COS: return (calibrated v0, spikes in the real run)."""
+def cos_spikes(currents: list[float], iterations: int = 1, rho: int = 4, shift: str = "authors",
+               thr: float = 1.0) -> tuple[float, float]:
+    """One IF neuron fed the given current sequence with COS: return (calibrated v0, spikes in the real run)."""
     n = IFNeuron()
-    n.v0 = torch.tensor(0.5)  # COS starts from V_th / 2
-    n.presim, n.presim_iterations = rho, iterations
+    n.threshold.fill_(thr)
+    n.v0 = torch.tensor(thr / 2)  # COS starts from V_th / 2
+    n.presim, n.presim_iterations, n.presim_shift = rho, iterations, shift
     set_mode(n, "snn")
     n.track = True
     n.steps = len(currents)
     n(torch.tensor(currents, dtype=torch.float64).view(-1, 1))
-    calibrated = float(n.v + n.spike_count - sum(currents))  # v(T) = v0' + sum z - N V_th  =>  v0'
+    calibrated = float(n.v + n.spike_count * thr - sum(currents))  # v(T) = v0' + sum z - N V_th  =>  v0'
+    assert calibrated == pytest.approx(float(n.calibrated_v0))
     return calibrated, float(n.spike_count)
 
 
@@ -50,6 +53,47 @@ def test_cos_iterative_property():
     # 0.5 + 2.5 = 3 spikes desired: one round of calibration gives 2, a second round gives 3
     assert cos_spikes([0.0, 0.0, 0.0, 2.5], iterations=1) == (1.5, 2.0)
     assert cos_spikes([0.0, 0.0, 0.0, 2.5], iterations=2) == (2.5, 3.0)
+
+
+@pytest.mark.parametrize("thr", [1.0, 2.0])
+def test_cos_authors_shift_down_by_the_smallest_spiking_potential(thr):
+    """Currents 2.5, -1, -1, -1 (in V_th units) from v0 = 0.5: the only spike comes at a potential of 3, the residual
+    ends at -1. The authors move v0 down by max(1, 3 - 0.999) = 2.001 thresholds; the threshold reading by one."""
+    currents = [c * thr for c in (2.5, -1.0, -1.0, -1.0)]
+    v0, spikes = cos_spikes(currents, shift="authors", thr=thr)
+    assert v0 == pytest.approx((0.5 - 2.001) * thr) and spikes == 0
+    v0, spikes = cos_spikes(currents, shift="threshold", thr=thr)
+    assert v0 == pytest.approx(-0.5 * thr) and spikes == 1  # 0.5 - 1 + 2.5 = 2 > 1 still fires once
+
+
+def test_cos_authors_shift_up_by_the_largest_silent_potential():
+    """Currents -1, 0, 0, 6 from v0 = 0.5: silent steps at -0.5, one spike at 5.5, residual 4.5 >= 1. The authors
+    move v0 up by max(1, 1.001 - (-0.5)) = 1.501 thresholds; the threshold reading by one."""
+    assert cos_spikes([-1.0, 0.0, 0.0, 6.0], shift="authors")[0] == pytest.approx(2.001)
+    assert cos_spikes([-1.0, 0.0, 0.0, 6.0], shift="threshold")[0] == 1.5
+
+
+def test_cos_a_neuron_that_fires_at_every_presimulation_step_moves_up_one_threshold():
+    """No silent step, so no m2: the authors' code shifts such a neuron up by a 1001-threshold placeholder; here it
+    moves up by one threshold, as in the threshold reading."""
+    assert cos_spikes([5.0, 5.0, 5.0, 5.0], shift="authors") == cos_spikes([5.0, 5.0, 5.0, 5.0], shift="threshold")
+    assert cos_spikes([5.0, 5.0, 5.0, 5.0])[0] == 1.5
+
+
+def test_cos_calibrated_potentials_are_kept_for_inspection():
+    torch.manual_seed(0)
+    model = convert(build_model("digits-cnn", 10, 1, width=0.5))
+    x = torch.rand(8, 1, 8, 8)
+    balance_thresholds(model, Split(x, torch.zeros(8, dtype=torch.long), 1.0), images=8)
+    Method.make("cos").apply(model, 4)
+    simulate(model, x, 4)
+    moved = 0
+    for _, n in neurons(model):
+        shift = (n.calibrated_v0 - n.threshold / 2) / n.threshold  # per input and neuron, in thresholds
+        assert shift.shape[0] == 8
+        assert torch.all((shift == 0) | (shift.abs() >= 1 - 1e-6))  # untouched, or moved by at least one V_th
+        moved += int((shift != 0).sum())
+    assert moved > 0
 
 
 def test_cos_shorter_horizon_than_presimulation_is_a_prefix():
@@ -136,7 +180,23 @@ def test_methods_refuse_the_wrong_kind_of_ann():
 
 def test_cos_latency_and_options():
     cos = Method.make("cos", rho=3, iterations=2)
-    assert cos.latency(8) == 11 and cos.label == "cos[rho=3,iterations=2]"
+    assert cos.latency(8) == 11 and cos.label == "cos[rho=3,iterations=2,shift=authors]"
+    assert Method.make("cos", shift="threshold").label == "cos[rho=4,iterations=1,shift=threshold]"
+    with pytest.raises(ConfigError, match="unknown shift 'half'; choose one of authors, threshold"):
+        Method.make("cos", shift="half")
     assert Method.make("opi").latency(8) == 8 and Method.make("ic-snn").rho is None
     with pytest.raises(ConfigError, match="rho"):
         Method.make("cos", rho=0)
+
+
+def test_pages_show_the_authors_cos_only_where_it_covers_every_network():
+    import pandas as pd
+
+    from icsnn_core.report import cos_name, cos_variant
+
+    authors, threshold = Method.make("cos").label, Method.make("cos", shift="threshold").label
+    rows = pd.DataFrame({"method": ["cos"] * 3, "arch": ["vgg16", "resnet20", "resnet20"], "ann": ["relu"] * 3,
+                         "variant": [threshold, threshold, authors]})
+    assert cos_variant(rows) == threshold and cos_name(threshold) == "COS (one-threshold shift)"
+    rows.loc[len(rows)] = ["cos", "vgg16", "relu", authors]
+    assert cos_variant(rows) == authors and cos_name(authors) == "COS"

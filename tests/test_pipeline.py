@@ -25,7 +25,8 @@ def test_ci_profile_writes_every_method_reading_and_T(ci_run):
         assert r["git_commit"] and r["device"].startswith("cpu") and r["torch_version"]
     paper = {"snn", "i-snn", "c-snn", "ic-snn"}
     assert set(by_method) == {("relu", m) for m in (*paper, "opi", "cos")} | {("qcfs", m) for m in (*paper, "qcfs", "cos")}
-    assert by_method[("relu", "cos")] == {"cos[rho=4,iterations=1]", "cos[rho=4,iterations=2]"}
+    assert by_method[("relu", "cos")] == {"cos[rho=4,iterations=1,shift=authors]", "cos[rho=4,iterations=2,shift=authors]",
+                                          "cos[rho=4,iterations=1,shift=threshold]"}
     ic = by_method[("relu", "ic-snn")]
     for reading in ("compensation=printed", "compensation=potential", "residual=raw", "residual=clip", "residual=fired",
                     "granularity=layer", "granularity=channel", "granularity=neuron", "init=weight", "calib_images=64"):
@@ -48,7 +49,10 @@ def test_curves_end_at_the_reported_accuracy(ci_run):
 def test_plain_snn_gets_better_with_T_and_rerun_skips_measured_points(ci_run, monkeypatch):
     rows = {(r["ann"], r["variant"], int(r["T"])): float(r["accuracy"]) for r in read_rows(ci_run / "results.csv")}
     assert rows[("relu", "snn", 64)] > rows[("relu", "snn", 1)] + 50
-    assert rows[("qcfs", "qcfs", 2)] > rows[("qcfs", "snn", 2)] + 50  # QCFS's point: accurate at very low T
+    # QCFS's point: near its ANN at very low T, where plain conversion of the same ANN is far below it (the gap's size
+    # varies with the machine's summation order: 48.8 points with 2 threads, 53.8 with 1 on the same machine)
+    ann = {r["ann"]: float(r["ann_accuracy"]) for r in read_rows(ci_run / "results.csv")}
+    assert rows[("qcfs", "qcfs", 2)] >= ann["qcfs"] - 3 and rows[("qcfs", "qcfs", 2)] > rows[("qcfs", "snn", 2)] + 30
     before = (ci_run / "results.csv").read_bytes()
 
     def no_simulation(*a, **k):
@@ -157,3 +161,63 @@ def test_a_run_cut_short_at_its_first_method_has_the_spike_figures(ci_run, tmp_p
         rows = read_rows(tmp_path / name)
         assert {r["arch"] for r in rows} == {"digits-cnn"}
         assert {r["method"] for r in rows} == {"snn", "ic-snn"}
+
+
+def test_stage_times_count_a_nested_stage_once(tmp_path, monkeypatch):
+    """Stage seconds from a hand-driven clock: an inner stage's time is taken out of the outer one's, and the
+    total row (written after every stage) is the wall time since the start."""
+    clock = {"now": 100.0}
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: clock["now"])
+    times = pipeline.StageTimes(tmp_path / "stage_times.csv", "cpu")
+    clock["now"] = 101.0
+    with times.stage("outer"):
+        clock["now"] = 103.0
+        with times.stage("inner"):
+            clock["now"] = 107.0
+        assert [(r["stage"], r["seconds"]) for r in read_rows(tmp_path / "stage_times.csv")] == \
+            [("inner", "4.0"), ("total", "7.0")]  # written as soon as a stage ends
+        clock["now"] = 110.0
+    with times.stage("last"):
+        clock["now"] = 110.5
+    rows = read_rows(tmp_path / "stage_times.csv")
+    assert [(r["stage"], float(r["seconds"])) for r in rows] == \
+        [("inner", 4.0), ("outer", 5.0), ("last", 0.5), ("total", 10.5)]
+    assert all(r["device"].startswith("cpu") and r["git_commit"] for r in rows)
+
+
+def test_the_gpu_profile_runs_end_to_end_on_the_cpu_at_a_tiny_size(tmp_path):
+    """`icsnn reproduce --profile full` as configured (its recipe, methods, readings and conversion), shrunk to
+    width 1/16, one epoch, T = 1, 2 and a made-up 10-class image folder: every model, method and T has its row,
+    Figs. 6-7 are measured, and the stage-time file accounts for the run."""
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+
+    from icsnn_core.data import CIFAR10_CLASSES
+    from icsnn_core.profiles import get_profile
+
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 6), ("test", 2)):
+        for label, cls in enumerate(CIFAR10_CLASSES):
+            (tmp_path / "data" / part / cls).mkdir(parents=True)
+            for k in range(n):  # each class a colour, plus noise: learnable, not trivial
+                a = np.clip(rng.normal(25 * label, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a, "RGB").save(tmp_path / "data" / part / cls / f"{k}.png")
+    full = get_profile("full")
+    tiny = replace(full, models=tuple(replace(m, width=1 / 16) for m in full.models), T_grid=(1, 2),
+                   train=replace(full.train, epochs=1), eval_batch_size=10)
+    out = tmp_path / "out"
+    pipeline.reproduce(tiny, out, data_root=str(tmp_path / "data"), device="cpu", progress=False, log=lambda s: None)
+    rows = read_rows(out / "results.csv")
+    got = sorted((r["arch"], r["ann"], r["variant"], r["T"]) for r in rows)
+    expected = sorted((m.arch, m.activation, method.label, str(T)) for m in tiny.models
+                      for method in tiny.methods[m.activation] for T in tiny.T_grid)
+    assert got == expected
+    assert {r["n_test"] for r in rows} == {"20"} and {r["profile"] for r in rows} == {"full"}
+    assert {r["arch"] for r in read_rows(out / "first_spike.csv")} == {"vgg16", "resnet20"}
+    stages = {r["stage"]: float(r["seconds"]) for r in read_rows(out / "stage_times.csv")}
+    assert set(stages) == {"load data", "total"} | {f"{w} {m.arch} {m.activation}" for m in tiny.models
+                                                      for w in ("train", "methods")} | \
+        {"spike measurements vgg16", "spike measurements resnet20"}
+    assert sum(v for k, v in stages.items() if k != "total") <= stages["total"] + 0.05

@@ -276,3 +276,173 @@ def test_a_checkpoint_from_before_init_lambda_resumes_as_lambda_8(spec, digits, 
                 _train(s, digits, cfg(), path)
             _train(replace(s, init_lambda=8.0), digits, cfg(), path)  # the recipe it was trained with resumes
             assert load_checkpoint(path)["epoch"] == 3
+
+
+# --- the recipes ------------------------------------------------------------------------------------
+
+def test_onecycle_schedule_in_closed_form():
+    """2 epochs of 2 steps, warm-up over a quarter of the 4 steps: lr, then 3/4, 2/4, 1/4 of it."""
+    c = TrainConfig(epochs=2, lr=0.4, schedule="onecycle", warmup=0.25)
+    got = [c.lr_at(e, s, 2) for e in range(2) for s in range(2)]
+    assert got == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    c = TrainConfig(epochs=1, lr=1.0, schedule="onecycle", warmup=0.5)  # 4 steps: rise over 2, fall over 2
+    assert [c.lr_at(0, s, 4) for s in range(4)] == pytest.approx([0.5, 1.0, 2 / 3, 1 / 3])
+
+
+def test_named_recipes():
+    from icsnn_core.train import RECIPES, recipe
+
+    assert RECIPES["paper"] == TrainConfig()
+    fast = recipe("fast", 20, seed=3)
+    assert (fast.epochs, fast.seed, fast.recipe, fast.schedule, fast.nesterov, fast.decay_all) == \
+        (20, 3, "fast", "onecycle", True, False)
+    assert recipe("paper", 30).milestones == (7, 13, 19, 24)
+    with pytest.raises(ConfigError, match="unknown recipe 'quick'; choose one of paper, fast"):
+        recipe("quick")
+    with pytest.raises(ConfigError, match="schedule"):
+        TrainConfig(schedule="cosine").validate()
+
+
+def test_no_decay_on_norm_bias_and_lambda(digits):
+    from icsnn_core.train import param_groups
+
+    model = ModelSpec("digits-cnn", 0.25, True, in_channels=1, activation="qcfs").build()
+    decay, no_decay = param_groups(model, 5e-4, decay_all=False)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("weight") and p.dim() > 1 for p in decay["params"])
+    kinds = {names[id(p)].rsplit(".", 1)[-1] for p in no_decay["params"]}
+    assert kinds == {"weight", "bias", "lam"}  # batch norm's weight, the biases, every lambda
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    (only,) = param_groups(model, 5e-4)
+    assert len(only["params"]) == len(list(model.parameters())) and only["weight_decay"] == 5e-4
+
+
+def _qcfs_inputs(model, x):
+    from icsnn_core.neuron import neurons
+
+    seen, hooks = [], [n.register_forward_pre_hook(lambda m, i: seen.append(i[0].detach()))
+                       for _, n in neurons(model)]
+    out = model(x)
+    for h in hooks:
+        h.remove()
+    return seen, out
+
+
+def test_lambdas_start_at_the_quantile_of_their_inputs(digits):
+    """After init_lambdas, each lambda is the 0.99 quantile of the positive values its layer receives, the layers
+    before it already set; batch norm's running statistics are untouched."""
+    from icsnn_core.neuron import neurons
+    from icsnn_core.train import init_lambdas
+
+    torch.manual_seed(0)
+    model = ModelSpec("digits-cnn", 1.0, True, in_channels=1, mean=digits.mean, std=digits.std,
+                      activation="qcfs").build().train()
+    before = {k: v.clone() for k, v in model.named_buffers()}
+    x = digits.train.images(slice(0, 64))
+    values = init_lambdas(model, x, 0.99)
+    for k, v in model.named_buffers():
+        assert torch.equal(v, before[k]), k
+    lams = [float(n.lam.detach()) for _, n in neurons(model)]
+    inputs, _ = _qcfs_inputs(model, x)
+    expected = [float(torch.quantile(z[z > 0], 0.99)) for z in inputs]
+    assert lams == pytest.approx(expected, rel=1e-5) and values == pytest.approx(expected, rel=1e-5)
+
+
+def test_fixed_lambda_starts_dead_and_the_data_start_does_not(digits):
+    """The ci network (digits-cnn, no batch norm) with every lambda at 2 quantises its last layer's inputs to 0 at
+    initialisation: its output is the same for every image, so the loss sits at ln(10) until
+    rounding noise breaks the symmetry (the machine-dependent failure to learn). Started from the data, it is
+    not."""
+    from icsnn_core.train import init_lambdas
+
+    x = digits.train.images(slice(0, 64))
+    for start in ("fixed", "data"):
+        torch.manual_seed(0)
+        model = ModelSpec("digits-cnn", in_channels=1, mean=digits.mean, std=digits.std, activation="qcfs",
+                          init_lambda=2.0).build().train()
+        if start == "data":
+            init_lambdas(model, x, 0.99)
+        inputs, out = _qcfs_inputs(model, x)
+        spread = float(out.detach().std(0).max())
+        if start == "fixed":
+            assert spread == 0.0 and float(inputs[-1].max()) < 2.0 / 8  # below lambda / 2L: floor gives 0
+        else:
+            assert spread > 1e-3
+
+
+def test_ema_is_the_result_and_resumes_exactly(spec, digits, tmp_path):
+    """With an EMA the returned and reloaded weights are the average, not the last step's; an interrupted run
+    resumes it bit-identically."""
+    c = cfg(ema=0.9, schedule="onecycle", warmup=0.2, nesterov=True, label_smoothing=0.1, decay_all=False)
+    straight = _train(spec, digits, c, tmp_path / "a.pt")
+    _train(spec, digits, c, tmp_path / "b.pt", stop_after=1)
+    resumed = _train(spec, digits, c, tmp_path / "b.pt")
+    _assert_same_weights(straight, resumed)
+    ckpt = load_checkpoint(tmp_path / "a.pt")
+    last = spec.build()
+    last.load_state_dict(ckpt["model"])
+    assert _differs(straight, last)
+    _assert_same_weights(straight, load_model(tmp_path / "a.pt")[0])
+
+
+def test_a_checkpoint_from_before_the_recipe_fields_resumes_as_the_paper_recipe(spec, digits, tmp_path):
+    """Checkpoints written before the recipe fields existed trained with the paper's recipe and QCFS's lambda at
+    its fixed start: they resume under exactly that, and a QCFS one is refused under the data start."""
+    from dataclasses import replace
+
+    from icsnn_core.train import _LEGACY_TRAIN
+
+    s = replace(spec, activation="qcfs")
+    old = cfg(lambda_quantile=None)
+    path = tmp_path / "old.pt"
+    _train(s, digits, old, path, stop_after=1)
+    ckpt = torch.load(path, weights_only=True)
+    for field in _LEGACY_TRAIN:
+        del ckpt["train"][field]
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="lambda_quantile: None vs 0.99"):
+        _train(s, digits, cfg(), path)
+    _train(s, digits, old, path)
+    assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_ci_profile_qcfs_ann_learns_and_same_seed_gives_the_same_weights(ci_run, tmp_path):
+    """The ci profile's QCFS ANN reaches at least 95% (it stayed at chance on some machines when its lambdas
+    started at 2), and training it again from the same seed in this process gives identical weights."""
+    from dataclasses import replace
+
+    from icsnn_core.data import load_dataset
+    from icsnn_core.pipeline import checkpoint_path
+    from icsnn_core.profiles import get_profile
+    from icsnn_core.results import read_rows
+
+    rows = [r for r in read_rows(ci_run / "results.csv") if r["ann"] == "qcfs"]
+    assert rows and min(float(r["ann_accuracy"]) for r in rows) >= 95.0
+    profile = get_profile("ci")
+    data = load_dataset("digits", seed=profile.seed)
+    choice = next(m for m in profile.models if m.activation == "qcfs")
+    s = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std,
+                  choice.activation, choice.levels)
+    c = replace(profile.train, seed=profile.seed)
+    again = train(s, data, c, tmp_path / "again.pt", progress=False)
+    _assert_same_weights(load_model(checkpoint_path(ci_run, data.name, s, c))[0], again)
+
+
+def test_a_lambda_pushed_below_its_bound_is_put_back_and_still_learns():
+    """Below LAMBDA_MIN the activation's clamp passes no gradient to lambda (a dead layer for good); after the
+    projection lambda sits on the bound, where the gradient flows again."""
+    from icsnn_core.neuron import LAMBDA_MIN, IFNeuron
+    from icsnn_core.train import project_lambdas
+
+    model = torch.nn.Sequential(IFNeuron("qcfs", levels=4))
+    lam = model[0].lam
+    with torch.no_grad():
+        lam.fill_(-1.13)
+    model(torch.tensor([0.5])).sum().backward()
+    assert lam.grad is not None and float(lam.grad) == 0.0  # stuck: no step can bring it back
+    project_lambdas(model)
+    assert float(lam.detach()) == pytest.approx(LAMBDA_MIN)
+    lam.grad = None
+    model(torch.tensor([0.5])).sum().backward()  # on the bound: floor(0.5 * 4 / 1e-3 + 0.5) clips to 1, out = lam
+    assert float(lam.grad) == pytest.approx(1.0)

@@ -83,7 +83,7 @@ nb("fig5_accuracy_vs_T", "Figure 5: accuracy against time steps",
    "Accuracy of the converted SNN after t time steps, for the paper's four variants as printed (SNN, I-SNN, "
    "C-SNN, IC-SNN) and the peers on the same trained ANNs. The x-axis is the **latency**: T plus any "
    "pre-simulation steps (COS's rho), so that methods are compared at equal cost. The dashed line is the ANN.",
-   [("code", '''shown = [report.printed_variant(results, m) for m in ("snn", "i-snn", "c-snn", "ic-snn")] + ["opi", "qcfs", "cos[rho=4,iterations=1]"]
+   [("code", '''shown = [report.printed_variant(results, m) for m in ("snn", "i-snn", "c-snn", "ic-snn")] + ["opi", "qcfs", report.cos_variant(results)]
 rows = results[results["variant"].isin(shown)]
 grid = sns.relplot(data=rows, x="latency", y="accuracy", hue="method", style="method", markers=True, dashes=False,
                    row="arch", col="ann", kind="line", height=3.8, aspect=1.3)
@@ -196,10 +196,12 @@ nb("comparison", "IC-SNN against its peers",
    [("code", '''best_ic = (results[(results["method"] == "ic-snn") & (results["ann"] == "relu")]
            .groupby("variant")["loss"].mean().idxmin())
 ic_printed = report.printed_variant(results, "ic-snn")
+cos = report.cos_variant(results)
 picks = {("relu", "snn"): "plain (snn)", ("relu", ic_printed): "IC-SNN as printed",
-         ("relu", best_ic): "IC-SNN, best reading", ("relu", "opi"): "OPI", ("relu", "cos[rho=4,iterations=1]"): "COS on ReLU",
+         ("relu", best_ic): "IC-SNN, best reading", ("relu", "opi"): "OPI",
+         ("relu", cos): f"{report.cos_name(cos)} on ReLU",
          ("qcfs", "qcfs"): "QCFS", ("qcfs", ic_printed): "IC-SNN on QCFS",
-         ("qcfs", "cos[rho=4,iterations=1]"): "COS on QCFS"}
+         ("qcfs", cos): f"{report.cos_name(cos)} on QCFS"}
 rows = results[[(a, v) in picks for a, v in zip(results["ann"], results["variant"])]].copy()
 rows["method shown"] = [picks[(a, v)] for a, v in zip(rows["ann"], rows["variant"])]
 glue("best_ic", best_ic, display=False)
@@ -263,5 +265,19 @@ if len(probe):
                                                              values=["min_lambda", "max_lambda"], sort=False))
     display(probe[["device", "git_commit", "data_source", "seed"]].drop_duplicates())
 else:
-    display(Markdown("Not measured yet: run `python benchmarks/train_probe.py --data-root ...`."))''', ["hide-input"])],
+    display(Markdown("Not measured yet: run `python benchmarks/train_probe.py --data-root ...`."))''', ["hide-input"]),
+    ("md", "## Which training changes pay?\n\n`python benchmarks/recipe_study.py` trains the same network from the "
+           "same seed with the paper's recipe and with one change added at a time, ending with the `fast` recipe "
+           "(all of them). Each variant trains on the first 45,000 training images and is scored on the last 5,000, "
+           "which it never saw: the test set plays no part in choosing the recipe. QCFS variants compare lambda's "
+           "fixed start (2) with the start from the data (each lambda at the 0.99 quantile of its layer's inputs)."),
+    ("code", '''study_files = sorted((results_root().parent / "benchmarks" / "results").glob("recipe-study-*.csv"))
+study = pd.concat([pd.read_csv(f) for f in study_files], ignore_index=True) if study_files else pd.DataFrame()
+if len(study):
+    display(study[["variant", "activation", "arch", "width", "epochs", "val_accuracy", "final_loss", "seconds"]]
+            .rename(columns={"val_accuracy": "held-out accuracy (%)", "final_loss": "last epoch's loss",
+                             "seconds": "training seconds"}).style.hide(axis="index").format(precision=2))
+    display(study[["device", "git_commit", "seed", "train_images", "val_images"]].drop_duplicates())
+else:
+    display(Markdown("Not measured yet: run `python benchmarks/recipe_study.py --data-root ...`."))''', ["hide-input"])],
    setup=PERF_SETUP, provenance=False)
