@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .convert import balance_thresholds, convert, thresholds_from_lambda
 from .data import Dataset, load_dataset
 from .errors import ConfigError
@@ -61,13 +62,17 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
                      conversion: Conversion, out_dir: str | os.PathLike, base: dict[str, object],
                      n_test: int | None = None, batch_size: int = 256, max_fold: int | None = None, device: str = "cpu",
                      seed: int = 0, progress: bool = True, log: Callable[[str], None] = tqdm.write,
-                     on_converted: Callable[[nn.Module], None] | None = None) -> list[dict[str, object]]:
+                     on_converted: Callable[[nn.Module], None] | None = None, rank: int = 0,
+                     world: int = 1) -> list[dict[str, object]]:
     """Convert ``model`` and measure every method at every T; merge rows into ``out_dir``/results.csv.
 
     ``base`` holds the columns shared by all rows (profile, dataset, arch, ...). Points already in
     results.csv with the same key are skipped. ``on_converted`` is called with the converted model once its
-    thresholds are set, before the first method.
+    thresholds are set, before the first method. With ``world`` > 1 this process measures only the points of
+    ``rank`` (see :func:`divide_jobs`), and the ``world`` processes together measure every point once.
     """
+    if not 0 <= rank < world:
+        raise ConfigError(f"rank {rank} of {world} processes does not exist. Fix: pass 0 <= rank < world")
     T_grid = sorted({validate_T(T) for T in T_grid})
     validate_coding(conversion.coding)
     out = Path(out_dir)
@@ -96,11 +101,13 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
     done = {key_of(r) for r in read_rows(results_csv)}
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
     image_shape = tuple(data.train.x.shape[1:])
+    owners = divide_jobs(methods, T_grid, world)
     all_rows: list[dict[str, object]] = []
-    for method in tqdm(methods, desc=f"methods {base.get('arch')}", disable=not progress):
+    for method, owner in tqdm(zip(methods, owners), desc=f"methods {base.get('arch')}", total=len(methods),
+                              disable=not progress):
         rows_for = {T: {**common, "method": method.name, "variant": method.label, **method.options(), "T": T,
                         "latency": method.latency(T)} for T in T_grid}
-        todo = [T for T in T_grid if key_of(rows_for[T]) not in done]
+        todo = [T for T in T_grid if key_of(rows_for[T]) not in done and owner[T] == rank]
         if not todo:
             continue
         rows, curves = [], []
@@ -124,6 +131,23 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
     return all_rows
 
 
+def divide_jobs(methods: Sequence[Method], T_grid: Sequence[int], world: int) -> list[dict[int, int]]:
+    """For each method, the rank that measures it at each T (all 0 when ``world`` is 1).
+
+    A job is one simulation: one per (method, T), or one per method whose single simulation serves every T.
+    Jobs are assigned in the methods' order, each to the rank with the fewest simulated steps so far, so the
+    ranks finish at about the same time and each measures the most important methods first. The division
+    depends on the methods and the T grid alone, never on the points already measured (which change while
+    other ranks merge theirs), so every rank computes the same one."""
+    jobs: list[tuple[int, list[int]]] = []  # (method's index, the Ts its simulation measures)
+    for i, m in enumerate(methods):
+        jobs += [(i, [T]) for T in T_grid] if m.depends_on_T else [(i, list(T_grid))]
+    owners: list[dict[int, int]] = [{} for _ in methods]
+    for (i, Ts), r in zip(jobs, distributed.assign([max(Ts) for _, Ts in jobs], world)):
+        owners[i].update(dict.fromkeys(Ts, r))
+    return owners
+
+
 class StageTimes:
     """Wall-clock seconds per stage of a run, written as ``stage_times.csv`` (``stage``, ``seconds``, a ``total``
     row last) after every stage, so a run cut short still says where its time went. A stage run inside another
@@ -131,8 +155,8 @@ class StageTimes:
 
     COLUMNS = ("stage", "seconds", "device", "git_commit", "timestamp")
 
-    def __init__(self, path: Path, device: str) -> None:
-        self.path, self.device = path, device
+    def __init__(self, path: Path | None, device: str) -> None:
+        self.path, self.device = path, device  # path None: time the stages, write nothing (ranks other than 0)
         self.started = time.perf_counter()
         self.rows: list[dict[str, object]] = []
         self._inner: list[float] = []  # seconds of finished inner stages, one entry per open stage
@@ -150,7 +174,8 @@ class StageTimes:
                 self._inner[-1] += elapsed
             self.rows.append({"stage": name, "seconds": round(own, 2)})
             total = {"stage": "total", "seconds": round(time.perf_counter() - self.started, 2)}
-            write_rows(self.path, [{**r, **provenance(self.device)} for r in (*self.rows, total)], self.COLUMNS)
+            if self.path is not None:
+                write_rows(self.path, [{**r, **provenance(self.device)} for r in (*self.rows, total)], self.COLUMNS)
 
 
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
@@ -159,10 +184,17 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv.
 
     ``archs`` / ``activations`` restrict the run to some of the profile's models, e.g. one process per ANN
-    on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked."""
-    device = resolve_device(device)
+    on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked.
+
+    Under torchrun (several ranks sharing ``out_dir``) every rank trains each ANN, on its slice of each batch,
+    then measures its share of the (method, T) points and merges them into the shared files; rank 0 alone
+    writes the checkpoints and the figures' measurements. All rows are in when any rank returns."""
+    device = distributed.init(resolve_device(device))  # under torchrun: join the other ranks, on this rank's GPU
+    progress = progress and distributed.is_main()
+    if distributed.world_size() > 1:
+        log = _tagged(log, distributed.rank())
     out = Path(out_dir)
-    times = StageTimes(out / "stage_times.csv", device)
+    times = StageTimes(out / "stage_times.csv" if distributed.is_main() else None, device)
     with times.stage("load data"):
         data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
     cfg = replace(profile.train, seed=profile.seed)
@@ -173,7 +205,8 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     if not choices:
         raise ConfigError(f"no model of profile {profile.name!r} ({', '.join(f'{m.arch}/{m.activation}' for m in profile.models)}) "
                           f"matches --arch {list(archs or [])} --activation {list(activations or [])}")
-    if not (out / "rate_coding.npz").exists():  # Fig. 3 needs the data alone: written first, in seconds
+    # Fig. 3 needs the data alone: written first, in seconds (by rank 0, as all the figures' measurements)
+    if distributed.is_main() and not (out / "rate_coding.npz").exists():
         out.mkdir(parents=True, exist_ok=True)
         write_rate_coding(data, out, seed=profile.seed)
     conversion = Conversion(profile.threshold_quantile, profile.threshold_values, profile.threshold_images,
@@ -203,5 +236,11 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
             evaluate_methods(model, data, profile.methods[choice.activation], profile.T_grid, conversion=conversion,
                              out_dir=out, base=base, n_test=profile.n_test, batch_size=profile.eval_batch_size,
                              max_fold=profile.max_fold, device=device, seed=profile.seed, progress=progress, log=log,
-                             on_converted=spike_figures if choice.activation == "relu" else None)
+                             on_converted=spike_figures if choice.activation == "relu" and distributed.is_main() else None,
+                             rank=distributed.rank(), world=distributed.world_size())
+    distributed.barrier()  # every rank's rows are merged before any rank returns
     return out / "results.csv"
+
+
+def _tagged(log: Callable[[str], None], rank: int) -> Callable[[str], None]:
+    return lambda message: log(f"[rank {rank}] {message}")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .data import Dataset, batches
 from .errors import CheckpointError, ConfigError
 from .files import atomic_save, atomic_write_text
@@ -252,7 +253,9 @@ class _EMA:
     def __init__(self, model: nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None,
                  updates: int = 0) -> None:
         self.decay, self.updates = decay, updates
-        self.state = {k: v.detach().clone() for k, v in (state or model.state_dict()).items()}
+        # on the model's device, also when resumed from a checkpoint's CPU tensors
+        device = next(model.parameters()).device
+        self.state = {k: v.detach().clone().to(device) for k, v in (state or model.state_dict()).items()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -274,8 +277,11 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     (``<checkpoint>.log.csv``). A finished checkpoint is loaded, not retrained; one trained with another
     spec or recipe is refused rather than overwritten. ``stop_after`` ends the run after that many epochs
     of this call (used to test resuming). With ``cfg.ema`` the returned weights are the moving average.
+    Under torchrun (:mod:`.distributed`) each rank trains on its slice of every batch with DDP and rank 0
+    writes the checkpoint; every rank returns the same weights.
     """
     cfg.validate()
+    device = distributed.init(device)  # under torchrun: join the other ranks, on this rank's GPU
     path = Path(checkpoint)
     torch.manual_seed(cfg.seed)
     model = spec.build()
@@ -286,6 +292,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     start = 0
     recipe = {"spec": asdict(spec), "train": asdict(cfg), "dataset": data.name}
     ema: _EMA | None = None
+    ema_saved: tuple[dict[str, torch.Tensor], int] | None = None
     if path.exists():
         ckpt = load_checkpoint(path)
         # through spec_of, a checkpoint written before a field existed compares with the value it was trained with
@@ -301,7 +308,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         gen.set_state(ckpt["generator"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
         if cfg.ema:
-            ema = _EMA(model, cfg.ema, ckpt["ema"], int(ckpt["ema_updates"]))
+            ema_saved = ckpt["ema"], int(ckpt["ema_updates"])
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -309,19 +316,25 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         # drawn from its own generator, so the shuffling of the epochs is the same with or without it
         first = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]
         init_lambdas(model, data.train.images(first, device), cfg.lambda_quantile)
-    if cfg.ema and ema is None:
-        ema = _EMA(model, cfg.ema)
+    if cfg.ema:
+        ema = _EMA(model, cfg.ema, *ema_saved) if ema_saved else _EMA(model, cfg.ema)
     use_amp = cfg.amp and torch.device(device).type == "cuda"
-    step_model = torch.compile(model) if cfg.compile and torch.device(device).type == "cuda" else model
+    step_model = distributed.data_parallel(model)  # as is in a single process; wrapped before compiling, as DDP asks
+    step_model = torch.compile(step_model) if cfg.compile and torch.device(device).type == "cuda" else step_model
     steps = -(-len(data.train) // cfg.batch_size)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
-                      disable=not progress):
+                      disable=not progress or not distributed.is_main()):
         model.train()
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, generator=gen,
                                            augment=cfg.augment, device=device)):
+            # every rank drew the same global batch from the same generator and trains on its own slice of it
+            if len(y) < distributed.world_size():
+                continue  # a last batch smaller than the number of ranks would leave a rank without images
+            n = len(y)
+            x, y = distributed.batch_slice(x), distributed.batch_slice(y)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_at(epoch, i, steps)
             if cfg.channels_last:
@@ -330,7 +343,9 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
                 out = step_model(x)
                 loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # weighted by the slice's share, DDP's average over the ranks is the mean over the global batch
+            # (times 1.0 in a single process: the same numbers)
+            (loss * (distributed.world_size() * len(y) / n)).backward()
             opt.step()
             project_lambdas(model)
             if ema is not None:
@@ -338,17 +353,22 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
             loss_sum += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
+        loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # the global batches', every rank
         if not torch.isfinite(torch.tensor(loss_sum)):
             raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is NaN). Fix: lower --lr or use --bn")
         history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": loss_sum / seen,
                         "train_accuracy": 100.0 * correct / seen, "seconds": round(time.perf_counter() - started, 2),
                         "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else ""})
-        extra = {"ema": {k: v.detach().cpu() for k, v in ema.state.items()}, "ema_updates": ema.updates} if ema else {}
-        atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "epoch": epoch + 1,
-                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                     "optimizer": opt.state_dict(),
-                     "generator": gen.get_state(), "history": history, **extra}, path)
-        _write_log(history, Path(f"{path}.log.csv"))
+        if distributed.is_main():  # one writer: the ranks hold the same weights
+            extra = {"ema": {k: v.detach().cpu() for k, v in ema.state.items()}, "ema_updates": ema.updates} if ema else {}
+            atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "epoch": epoch + 1,
+                         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                         "optimizer": opt.state_dict(),
+                         "generator": gen.get_state(), "history": history, **extra}, path)
+            _write_log(history, Path(f"{path}.log.csv"))
+        distributed.barrier()  # no rank moves on (or is stopped and resumed) before the checkpoint is complete
+    # batch norm's running statistics last saw each rank's own slice: every rank takes rank 0's, the saved ones
+    distributed.broadcast_([*model.state_dict().values(), *(ema.state.values() if ema is not None else ())])
     if ema is not None:
         model.load_state_dict(ema.state)
     return model.eval()
@@ -368,6 +388,10 @@ def _normalise(obj: Any) -> Any:
         return {k: _normalise(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_normalise(v) for v in obj]
+    if isinstance(obj, float):
+        # the data's mean and std differ in their last bits with the thread count (torchrun runs one thread
+        # per process): a checkpoint started alone must resume under torchrun, and the other way round
+        return float(f"{obj:.12g}")
     return obj
 
 

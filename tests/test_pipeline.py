@@ -49,7 +49,10 @@ def test_curves_end_at_the_reported_accuracy(ci_run):
 def test_plain_snn_gets_better_with_T_and_rerun_skips_measured_points(ci_run, monkeypatch):
     rows = {(r["ann"], r["variant"], int(r["T"])): float(r["accuracy"]) for r in read_rows(ci_run / "results.csv")}
     assert rows[("relu", "snn", 64)] > rows[("relu", "snn", 1)] + 50
-    assert rows[("qcfs", "qcfs", 2)] > rows[("qcfs", "snn", 2)] + 50  # QCFS's point: accurate at very low T
+    # QCFS's point: near its ANN at very low T, where plain conversion of the same ANN is far below it (the gap's size
+    # varies with the machine's summation order: 48.8 points with 2 threads, 53.8 with 1 on the same machine)
+    ann = {r["ann"]: float(r["ann_accuracy"]) for r in read_rows(ci_run / "results.csv")}
+    assert rows[("qcfs", "qcfs", 2)] >= ann["qcfs"] - 3 and rows[("qcfs", "qcfs", 2)] > rows[("qcfs", "snn", 2)] + 30
     before = (ci_run / "results.csv").read_bytes()
 
     def no_simulation(*a, **k):
