@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from .errors import ConfigError
 from .methods import DEFAULT_CALIB_IMAGES, Method, paper_variants, peer_variants
-from .train import TrainConfig
+from .train import TrainConfig, recipe
 
 
 @dataclass(frozen=True)
@@ -94,16 +94,17 @@ PROFILES: dict[str, Profile] = {
         n_test=2000,
         eval_batch_size=200,
     ),
-    # sized to the 30 minutes of GPU time a session may be lent: on an H100, one architecture's two ANNs
-    # (trained side by side by tools/full_gpu.sh) and its peers fit one 10-minute call; the IC-SNN readings,
-    # one simulation per T each, need further calls
+    # the one-call GPU reproduction: `icsnn reproduce --profile full` trains the four ANNs with the fast recipe
+    # (chosen on held-out training images by benchmarks/recipe_study.py at the cpu profile's scale) and measures
+    # every method. Batch 512 with lr 0.2 and 30 epochs are a first guess at what fits a few minutes per ANN on one
+    # H100/H200, not yet measured there: stage_times.csv of the first GPU run says where the time goes
     "full": Profile(
         name="full",
-        description="CIFAR-10, VGG16 and ResNet20 at full width, ReLU and QCFS, the paper's schedule scaled to 30 epochs, T = 1..256 on all 10,000 test images; GPU",
+        description="CIFAR-10, VGG16 and ResNet20 at full width, ReLU and QCFS, the fast recipe for 30 epochs, T = 1..256 on all 10,000 test images; GPU",
         dataset="cifar10",
         models=tuple(ModelChoice(arch, 1.0, bn=True, activation=act)
                      for arch in ("vgg16", "resnet20") for act in ("relu", "qcfs")),
-        train=TrainConfig(amp=True, channels_last=True).scaled_to(30),
+        train=recipe("fast", 30, amp=True, channels_last=True, batch_size=512, lr=0.2),
         T_grid=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         methods=methods_for(calib_images=DEFAULT_CALIB_IMAGES, other_calib=1024, compact=True),
         threshold_images=5000,
