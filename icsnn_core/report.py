@@ -85,6 +85,12 @@ def results_root() -> Path:
     return here if here.parent.joinpath("pyproject.toml").exists() else Path("results")
 
 
+def load_benchmarks(pattern: str) -> tuple[pd.DataFrame, list[Path]]:
+    """Every ``benchmarks/results`` CSV matching ``pattern`` (e.g. ``speed-*.csv``) as one frame, and the files."""
+    files = sorted((results_root().parent / "benchmarks" / "results").glob(pattern))
+    return (pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()), files
+
+
 def largest_profile(results_root: str | Path = "results") -> str | None:
     """The largest profile (full > cpu > ci) whose results.csv exists under ``results_root``."""
     for name in reversed(PROFILE_ORDER):

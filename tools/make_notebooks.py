@@ -227,10 +227,9 @@ PERF_SETUP = '''from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from icsnn_core.report import results_root
+from icsnn_core.report import load_benchmarks
 
-files = sorted((results_root().parent / "benchmarks" / "results").glob("speed-*.csv"))
-bench = pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+bench, files = load_benchmarks("speed-*.csv")
 display(Markdown(f"Benchmark files: {', '.join(f'`{f.name}`' for f in files) or 'none yet'}; devices: "
                  + ", ".join(f"`{d}`" for d in bench.get("device", pd.Series(dtype=str)).unique())))'''
 
@@ -257,8 +256,7 @@ cal if len(cal) else Markdown("Not measured yet: it needs a trained CIFAR-10 che
            "for its first optimiser steps with the paper's recipe (SGD, lr 0.1), from the same seed, in four set-ups: "
            "with and without batch norm, and with QCFS's lambda starting at 8 (QCFS's code) or 2 (this project). "
            "Mean training loss over each window of steps (chance is ln 10 = 2.30) and the range of the layers' lambdas:"),
-    ("code", '''probe_files = sorted((results_root().parent / "benchmarks" / "results").glob("train-probe-*.csv"))
-probe = pd.concat([pd.read_csv(f) for f in probe_files], ignore_index=True) if probe_files else pd.DataFrame()
+    ("code", '''probe, _ = load_benchmarks("train-probe-*.csv")
 if len(probe):
     display(probe.pivot_table(index=["setup"], columns="step", values="mean_loss", sort=False))
     display(probe[probe["activation"] == "qcfs"].pivot_table(index=["setup"], columns="step",
@@ -271,8 +269,7 @@ else:
            "(all of them). Each variant trains on the first 45,000 training images and is scored on the last 5,000, "
            "which it never saw: the test set plays no part in choosing the recipe. QCFS variants compare lambda's "
            "fixed start (2) with the start from the data (each lambda at the 0.99 quantile of its layer's inputs)."),
-    ("code", '''study_files = sorted((results_root().parent / "benchmarks" / "results").glob("recipe-study-*.csv"))
-study = pd.concat([pd.read_csv(f) for f in study_files], ignore_index=True) if study_files else pd.DataFrame()
+    ("code", '''study, _ = load_benchmarks("recipe-study-*.csv")
 if len(study):
     display(study[["variant", "activation", "arch", "width", "epochs", "val_accuracy", "final_loss", "seconds"]]
             .rename(columns={"val_accuracy": "held-out accuracy (%)", "final_loss": "last epoch's loss",
