@@ -268,13 +268,16 @@ else:
            "same seed with the paper's recipe and with one change added at a time, ending with the `fast` recipe "
            "(all of them). Each variant trains on the first 45,000 training images and is scored on the last 5,000, "
            "which it never saw: the test set plays no part in choosing the recipe. QCFS variants compare lambda's "
-           "fixed start (2) with the start from the data (each lambda at the 0.99 quantile of its layer's inputs)."),
+           "fixed start (2) with the start from the data (each lambda at the 0.99 quantile of its layer's inputs). "
+           "The training seconds come from a shared 2-core machine running two variants side by side with other "
+           "work: compare them roughly, not as a benchmark."),
     ("code", '''study, _ = load_benchmarks("recipe-study-*.csv")
 if len(study):
     display(study[["variant", "activation", "arch", "width", "epochs", "val_accuracy", "final_loss", "seconds"]]
             .rename(columns={"val_accuracy": "held-out accuracy (%)", "final_loss": "last epoch's loss",
                              "seconds": "training seconds"}).style.hide(axis="index").format(precision=2))
-    display(study[["device", "git_commit", "seed", "train_images", "val_images"]].drop_duplicates())
+    display(study.assign(commit=study["git_commit"].str[:7])[["device", "commit", "seed", "train_images", "val_images"]]
+            .drop_duplicates().style.hide(axis="index"))
 else:
     display(Markdown("Not measured yet: run `python benchmarks/recipe_study.py --data-root ...`."))''', ["hide-input"])],
    setup=PERF_SETUP, provenance=False)
