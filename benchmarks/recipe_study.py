@@ -31,6 +31,7 @@ COLUMNS = ("variant", "activation", "arch", "width", "epochs", "train_images", "
            "val_accuracy", "final_loss", "recipe", "seed", "device", "git_commit", "torch_version", "timestamp")
 
 # name -> (activation, the recipe as changes to the paper's). Each adds one change to the one above it.
+# The QCFS variants use L = 4 levels unless LEVELS names another number.
 _STEPS = {
     "onecycle": dict(schedule="onecycle", warmup=0.15),
     "nesterov-smooth": dict(nesterov=True, label_smoothing=0.1),
@@ -46,7 +47,10 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "qcfs-paper-lambda2": ("qcfs", {"lambda_quantile": None}),
     "qcfs-paper-lambda-data": ("qcfs", {"lambda_quantile": 0.99}),
     "qcfs-fast": ("qcfs", "fast"),
+    # is the gap between qcfs-fast and fast the four levels' capacity at this width?
+    "qcfs-fast-L8": ("qcfs", "fast"),
 }
+LEVELS = {"qcfs-fast-L8": 8}
 
 
 def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:
@@ -85,7 +89,7 @@ def main() -> None:
             continue
         activation, cfg = config(variant, args.epochs, args.seed)
         spec = ModelSpec(args.arch, args.width, True, data.num_classes, data.in_channels, data.mean, data.std,
-                         activation)
+                         activation, LEVELS.get(variant, 4))
         ckpt = args.checkpoints / f"{args.arch}-w{args.width:g}-{variant}-e{args.epochs}-s{args.seed}.pt"
         model = train(spec, data, cfg, ckpt, device=args.device, progress=False)
         history = torch.load(ckpt, weights_only=True)["history"]
