@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="relu (the paper) or qcfs (Bu et al. 2022: quantization clip-floor-shift, trainable lambda)")
     tp.add_argument("--levels", type=int, default=4, help="QCFS quantization levels L (default 4)")
     tp.add_argument("--init-lambda", type=float, default=DEFAULT_INIT_LAMBDA,
-                    help=f"QCFS: lambda's starting value (default {DEFAULT_INIT_LAMBDA:g}; QCFS's code uses 8, which "
-                         "collapsed behind batch norm on CIFAR-10)")
+                    help=f"QCFS: lambda's fixed starting value, used with --lambda-quantile 0 (default "
+                         f"{DEFAULT_INIT_LAMBDA:g}; QCFS's code uses 8, which collapsed behind batch norm on CIFAR-10)")
     tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
     tp.add_argument("--recipe", choices=list(RECIPES), default="paper",
                     help="paper: the paper's (SGD, step decay); fast: one-cycle, Nesterov, label smoothing, no decay on "

@@ -446,3 +446,16 @@ def test_a_lambda_pushed_below_its_bound_is_put_back_and_still_learns():
     lam.grad = None
     model(torch.tensor([0.5])).sum().backward()  # on the bound: floor(0.5 * 4 / 1e-3 + 0.5) clips to 1, out = lam
     assert float(lam.grad) == pytest.approx(1.0)
+
+
+def test_cli_trains_with_a_named_recipe_and_overrides(tmp_path):
+    from icsnn_core.cli import main
+
+    path = tmp_path / "q.pt"
+    assert main(["train", "--dataset", "digits", "--arch", "digits-cnn", "--width", "0.25", "--activation", "qcfs",
+                 "--recipe", "fast", "--epochs", "2", "--lambda-quantile", "0", "--batch-size", "256",
+                 "--checkpoint", str(path), "--quiet"]) == 0
+    t = load_checkpoint(path)["train"]
+    assert (t["recipe"], t["schedule"], t["epochs"], t["batch_size"], t["lambda_quantile"], t["ema"]) == \
+        ("fast", "onecycle", 2, 256, None, 0.999)
+    assert path.with_name("q.pt.log.csv").read_text().count("\n") == 3  # header and two epochs
