@@ -5,7 +5,7 @@ digits-cnn), :mod:`.train` (ANN training), :mod:`.convert` (BN folding, ReLU -> 
 :mod:`.neuron` (the IF neuron), :mod:`.calibration` (the paper's Algorithms 1-3), :mod:`.methods`
 (methods by name), :mod:`.simulate` (time-folded simulation), :mod:`.measure` (figure measurements),
 :mod:`.results` (tidy CSV with provenance), :mod:`.profiles` and :mod:`.pipeline` (end-to-end runs),
-:mod:`.cli` (the ``icsnn`` command). Importing this package downloads nothing.
+:mod:`.cli` (the ``icsnn`` command), :mod:`.distributed` (torchrun). Importing this package downloads nothing.
 """
 from .calibration import coding_compensation, data_based_init, weight_based_init
 from .convert import balance_thresholds, convert
@@ -15,13 +15,13 @@ from .methods import METHODS, Method
 from .models import build_model
 from .neuron import IFNeuron, neurons, set_mode
 from .simulate import accuracy_curve, ann_accuracy, simulate
-from .train import ModelSpec, TrainConfig, load_model, train
+from .train import RECIPES, ModelSpec, TrainConfig, load_model, recipe, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "ConfigError", "DataError", "Dataset", "IFNeuron", "IcsnnError", "METHODS", "Method",
-    "ModelSpec", "TrainConfig", "accuracy_curve", "ann_accuracy", "balance_thresholds", "build_model",
-    "coding_compensation", "convert", "data_based_init", "load_dataset", "load_model", "neurons", "set_mode",
+    "ModelSpec", "RECIPES", "TrainConfig", "accuracy_curve", "ann_accuracy", "balance_thresholds", "build_model",
+    "coding_compensation", "convert", "data_based_init", "load_dataset", "load_model", "neurons", "recipe", "set_mode",
     "simulate", "train", "weight_based_init", "__version__",
 ]
