@@ -108,8 +108,9 @@ class TrainConfig:
     def lr_at(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         """The learning rate at ``step`` (0-based) of 0-based ``epoch``.
 
-        ``step``: divided by 1/gamma at each milestone passed (constant within an epoch). ``onecycle``: rises
-        linearly from lr/steps to lr over the first ``warmup`` of all steps, then falls linearly to 0."""
+        Schedule ``"step"``: lr divided by 1/gamma at each milestone passed (constant within an epoch).
+        ``"onecycle"``: rises linearly to lr over the first ``warmup`` fraction of all steps, then falls linearly
+        towards 0 (the last step's lr is lr / (steps after the warm-up + 1))."""
         if self.schedule == "step":
             return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
         total = self.epochs * steps_per_epoch
