@@ -24,7 +24,8 @@ from .figures import has_spike_measurements, write_rate_coding, write_spike_meas
 from .methods import Method
 from .neuron import ann_kind, neurons
 from .profiles import Profile
-from .results import CURVE_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, key_of, merge_rows, provenance, read_rows, write_rows
+from .results import (CURVE_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, check_out_dir, check_table, key_of, merge_rows,
+                      provenance, read_rows, write_rows)
 from .simulate import accuracy_curve, ann_accuracy, validate_coding, validate_T
 from .train import ModelSpec, TrainConfig, train
 
@@ -75,8 +76,10 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         raise ConfigError(f"rank {rank} of {world} processes does not exist. Fix: pass 0 <= rank < world")
     T_grid = sorted({validate_T(T) for T in T_grid})
     validate_coding(conversion.coding)
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     results_csv, curves_csv = out / "results.csv", out / "curves.csv"
+    check_table(results_csv, RESULT_COLUMNS)  # before the compute, not after it
+    check_table(curves_csv, CURVE_COLUMNS)
     test = data.test.subset(n_test)
     model = convert(model).to(device)
     kind = ann_kind(model)
@@ -193,7 +196,9 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     progress = progress and distributed.is_main()
     if distributed.world_size() > 1:
         log = _tagged(log, distributed.rank())
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
+    check_table(out / "results.csv", RESULT_COLUMNS)  # a file a merge would damage is refused before training
+    check_table(out / "curves.csv", CURVE_COLUMNS)
     times = StageTimes(out / "stage_times.csv" if distributed.is_main() else None, device)
     with times.stage("load data"):
         data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)

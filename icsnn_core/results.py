@@ -13,12 +13,14 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from .errors import ConfigError
 from .files import atomic_write_text
 
 RESULT_COLUMNS = (
@@ -96,6 +98,47 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict[str, object]], colum
     atomic_write_text(buf.getvalue(), Path(path))
 
 
+def check_table(path: str | os.PathLike, columns: tuple[str, ...]) -> None:
+    """Refuse, before any work, a CSV that a merge into ``path`` would damage: one that is not UTF-8 text, has no
+    header, or has columns that are not ``columns`` (a merge writes ``columns`` only, so they would be lost)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    what = f"{path} exists but"
+    fix = "Fix: pass another --out, or move the file away"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = csv.reader(f, strict=True)
+            header = next(rows, None)
+            for _ in rows:
+                pass
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} is not UTF-8 text ({e.reason} at byte {e.start}). {fix}") from e
+    except csv.Error as e:
+        raise ConfigError(f"{what} is not a readable CSV file ({e}). {fix}") from e
+    if not header:
+        raise ConfigError(f"{what} is empty: it has no header line. {fix}")
+    extra = [c for c in header if c not in columns]
+    if extra:
+        raise ConfigError(f"{what} has columns icsnn does not write ({', '.join(extra[:5])}"
+                          f"{', ...' if len(extra) > 5 else ''}): merging would drop them. {fix}")
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """Make sure ``out`` is (or can become) a writable folder before any work starts; return it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder. Fix: pass a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".icsnn-write-test-")
+        probe.close()
+    except OSError as e:
+        raise ConfigError(f"--out {out} is not a writable folder ({e.strerror}). Fix: pass a folder you can write "
+                          "to") from e
+    return out
+
+
 def merge_rows(path: str | os.PathLike, new: list[dict[str, object]], columns: tuple[str, ...],
                key: tuple[str, ...]) -> None:
     """Add ``new`` to the CSV at ``path``, replacing earlier rows with the same key.
@@ -110,6 +153,7 @@ def merge_rows(path: str | os.PathLike, new: list[dict[str, object]], columns: t
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)  # released when the descriptor closes
+        check_table(path, columns)  # never drop a column of someone else's file
         replaced = {k(r) for r in new}
         kept = [r for r in read_rows(path) if k(r) not in replaced]
         write_rows(path, [*kept, *new], columns)

@@ -221,3 +221,32 @@ def test_the_gpu_profile_runs_end_to_end_on_the_cpu_at_a_tiny_size(tmp_path):
                                                       for w in ("train", "methods")} | \
         {"spike measurements vgg16", "spike measurements resnet20"}
     assert sum(v for k, v in stages.items() if k != "total") <= stages["total"] + 0.05
+
+
+@pytest.mark.parametrize("command", ["reproduce", "evaluate"])
+@pytest.mark.parametrize("name, content, message", [
+    ("out-is-a-file", b"not a folder\n", "is a file, not a folder"),
+    ("results.csv", b"profile,variant,T,accuracy\n\xff\xfe,snn,1,50\n", "is not UTF-8 text"),
+    ("results.csv", b"profile,variant,T,accuracy,my_notes\nci,snn,1,50,keep me\n", "columns icsnn does not write (my_notes)"),
+    ("curves.csv", b"", "has no header line"),
+    ("results.csv", b'profile,variant\n"ci,snn\n', "not a readable CSV file"),
+])
+def test_an_output_a_merge_would_damage_is_refused_before_any_work(ci_run, tmp_path, capsys, command, name, content,
+                                                                   message):
+    """Each bad output gets exit code 2 and one line naming the problem and the fix, before training or
+    simulating anything, and the file is left exactly as it was."""
+    out = tmp_path / "out"
+    if name == "out-is-a-file":
+        target = out
+    else:
+        out.mkdir()
+        target = out / name
+    target.write_bytes(content)
+    args = (["reproduce", "--profile", "ci"] if command == "reproduce" else
+            ["evaluate", "--checkpoint", str(next((ci_run / "checkpoints").glob("*relu*.pt"))), "--T", "1"])
+    assert main([*args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Fix:" in err and "Traceback" not in err
+    assert target.read_bytes() == content
+    if out.is_dir():
+        assert [p.name for p in out.iterdir()] == [name]  # nothing trained, measured or written
