@@ -198,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IcsnnError as e:
         print(f"icsnn: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = f" in {args.out}" if getattr(args, "out", None) else ""
+        print(f"icsnn: interrupted. Kept{kept}: every measured point and each model's last finished epoch "
+              "(written as they finish). Fix: run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def test_reproduce_selects_models_by_activation_and_names_a_bad_choice(tmp_path)
     assert not (tmp_path / "results.csv").exists()
 
 
-def test_a_run_cut_short_at_its_first_method_has_the_spike_figures(ci_run, tmp_path, monkeypatch):
+def test_a_run_cut_short_at_its_first_method_has_the_spike_figures(ci_run, tmp_path, monkeypatch, capsys):
     import shutil
 
     shutil.copytree(ci_run / "checkpoints", tmp_path / "checkpoints")  # reuse the trained ANNs
@@ -154,8 +154,9 @@ def test_a_run_cut_short_at_its_first_method_has_the_spike_figures(ci_run, tmp_p
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "accuracy_curve", cut_short)
-    with pytest.raises(KeyboardInterrupt):
-        main(["reproduce", "--profile", "ci", "--out", str(tmp_path), "--quiet"])
+    assert main(["reproduce", "--profile", "ci", "--out", str(tmp_path), "--quiet"]) == 130  # Ctrl-C: one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "run the same command again" in err
     assert not read_rows(tmp_path / "results.csv")  # no method finished...
     for name in ("first_spike.csv", "layer_outputs.csv"):  # ...but Figs. 6-7 were measured right after conversion
         rows = read_rows(tmp_path / name)
