@@ -83,6 +83,9 @@ def convert(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
     models already use IF neurons; a user's model with ``nn.ReLU`` modules is changed in place, one with
     functional or shared ReLUs is returned as a ``torch.fx.GraphModule`` with one neuron per call site.
     """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"convert needs a torch.nn.Module (the trained ANN), got {type(model).__name__}. Fix: pass "
+                          "the model, e.g. icsnn_core.load_model(path)[0]")
     model.eval()
     check_supported(model)
     if fold_bn and any(isinstance(m, _BN) for m in model.modules()):
@@ -209,13 +212,24 @@ def balance_thresholds(model: nn.Module, data: Split, *, quantile: float = 0.99,
     for h in hooks:
         h.remove()
     observers = [QuantileObserver(q, values, sizes[k] * len(subset), max_samples, g) for k in range(len(named))]
-    hooks = [n.register_forward_hook(lambda m, i, o, obs=obs: obs.update(o)) for (_, n), obs in zip(named, observers)]
+    broken: list[str] = []  # layers whose activations hold NaN or inf: no threshold can be read from them
+
+    def observe(o: torch.Tensor, obs: QuantileObserver, name: str) -> None:
+        if name not in broken and not torch.isfinite(o).all():
+            broken.append(name)
+        obs.update(o)
+
+    hooks = [n.register_forward_hook(lambda m, i, o, obs=obs, name=name: observe(o, obs, name))
+             for (name, n), obs in zip(named, observers)]
     try:
         for x, _ in batches(subset, batch_size, device=device):
             model(x)
     finally:
         for h in hooks:
             h.remove()
+    if broken:
+        raise ConfigError(f"the ANN's activations hold NaN or infinite values at {', '.join(broken)}: its weights "
+                          "are broken. Fix: retrain the ANN, or check the checkpoint it was loaded from")
     thresholds = []
     for (name, n), obs in zip(named, observers):
         thr = obs.result()

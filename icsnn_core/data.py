@@ -10,6 +10,7 @@ in the model (:class:`icsnn_core.models.Normalize`), with mean/std measured on t
 from __future__ import annotations
 
 import gzip
+import lzma
 import os
 import pickle
 import shutil
@@ -17,6 +18,7 @@ import socket
 import struct
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -51,7 +53,8 @@ class Split:
         if n is None or n >= len(self):
             return self
         if n <= 0:
-            raise ConfigError(f"a subset needs at least one sample, got n={n}")
+            raise ConfigError(f"a subset needs at least one sample, got n={n}. Fix: e.g. --n-test 1000, or leave it out "
+                              "for the whole split")
         return Split(self.x[:n], self.y[:n], self.scale)
 
 
@@ -94,7 +97,7 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: 
             augment: bool = False, device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images in [0, 1], labels)`` on ``device``; shuffling and augmentation draw from ``generator``."""
     if batch_size <= 0:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}. Fix: e.g. --batch-size 128")
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
@@ -247,8 +250,16 @@ def _cifar_from_image_folder(name: str, folder: Path) -> Dataset:
                 raise _missing(name, folder, f"{part}/{cls}/ is missing or holds no images")
             jpeg |= any(f.suffix == ".jpg" for f in files)
             for f in files:
-                with Image.open(f) as im:
-                    xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                try:
+                    with Image.open(f) as im:
+                        xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                except (OSError, ValueError) as e:  # truncated, corrupt or not an image at all
+                    raise DataError(f"{f} is not a readable image ({type(e).__name__}: {e}). Fix: replace or "
+                                    "delete it, or re-extract the original archive") from e
+                if xs[-1].shape != xs[0].shape:
+                    raise DataError(f"{f} is {xs[-1].shape[1]}x{xs[-1].shape[0]} pixels, the images before it "
+                                    f"{xs[0].shape[1]}x{xs[0].shape[0]}. Fix: every image of a dataset must have "
+                                    "one size")
             ys += [label] * len(files)
         x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
         # folders hold one class after another; a fixed shuffle makes "the first n images" (threshold and
@@ -291,11 +302,17 @@ def extract_archive(archive: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{stem}-"))
     try:
-        with tarfile.open(archive) as tar:
-            for m in tar.getmembers():  # refuse members that would land outside the target folder
-                if m.name.startswith("/") or ".." in Path(m.name).parts or m.issym() or m.islnk():
-                    raise DataError(f"{archive} holds an unsafe member {m.name!r}. Fix: use the original archive")
-            tar.extractall(tmp)
+        try:
+            with tarfile.open(archive) as tar:
+                for m in tar.getmembers():  # refuse members that would land outside the target folder
+                    if m.name.startswith("/") or ".." in Path(m.name).parts or m.issym() or m.islnk():
+                        raise DataError(f"{archive} holds an unsafe member {m.name!r}. Fix: use the original archive")
+                tar.extractall(tmp)
+        except DataError:
+            raise
+        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error) as e:  # junk, truncated, corrupt
+            raise DataError(f"{archive} is not a readable archive ({type(e).__name__}: {e}). Fix: copy it again, "
+                            "or pass the extracted folder") from e
         inner = [p for p in tmp.iterdir()]
         try:
             os.replace(inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp, target)

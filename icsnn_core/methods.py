@@ -67,7 +67,7 @@ class Method:
              iterations: int = 1, shift: str = "authors") -> "Method":
         """Build a method, validating every option and blanking those it does not read."""
         if name not in METHODS:
-            raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+            raise ConfigError(f"unknown method {name!r}. Fix: choose one of {', '.join(METHODS)}")
         for value, allowed, what in ((init, INITS, "init"), (compensation, COMPENSATIONS, "compensation"),
                                      (residual, RESIDUALS, "residual"), (granularity, GRANULARITIES, "granularity"),
                                      (shift, SHIFTS, "shift")):
@@ -75,7 +75,7 @@ class Method:
                 raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
         for value, what in ((calib_images, "calib_images"), (rho, "rho"), (iterations, "iterations")):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{what} must be a positive integer, got {value!r}. Fix: e.g. {what}=4")
         if init == "weight" and granularity == "neuron":
             raise ConfigError("init='weight' (Algorithm 1) has no per-neuron reading; use granularity layer or channel")
         given = dict(init=init, compensation=compensation, residual=residual, granularity=granularity,

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .neuron import DEFAULT_INIT_LAMBDA, IFNeuron
 
 ARCHS = ("vgg16", "resnet20", "digits-cnn")
@@ -140,8 +141,8 @@ def build_model(arch: str, num_classes: int, in_channels: int, width: float = 1.
     """Build a built-in architecture by name (one of :data:`ARCHS`) with ReLU or QCFS activations (``levels`` = L,
     trainable lambda starting at ``init_lambda``)."""
     if arch not in _BUILDERS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if not width > 0:
-        raise ValueError(f"width must be > 0, got {width}")
+        raise ConfigError(f"width must be > 0, got {width}. Fix: e.g. --width 0.25 for a quarter of every layer")
     return _BUILDERS[arch](num_classes=num_classes, in_channels=in_channels, width=width, bn=bn, mean=mean, std=std,
                            neuron=partial(IFNeuron, activation, levels, init_lambda))

@@ -37,7 +37,7 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available. Fix: use --device cpu or auto")
     if not (device == "cpu" or device.startswith("cuda")):
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+        raise ConfigError(f"unknown device {device!r}. Fix: use auto, cpu or cuda[:N]")
     return device
 
 
@@ -209,7 +209,7 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                and (activations is None or m.activation in activations)]
     if not choices:
         raise ConfigError(f"no model of profile {profile.name!r} ({', '.join(f'{m.arch}/{m.activation}' for m in profile.models)}) "
-                          f"matches --arch {list(archs or [])} --activation {list(activations or [])}")
+                          f"matches --arch {list(archs or [])} --activation {list(activations or [])}. Fix: name one of those")
     # Fig. 3 needs the data alone: written first, in seconds (by rank 0, as all the figures' measurements)
     if distributed.is_main() and not (out / "rate_coding.npz").exists():
         out.mkdir(parents=True, exist_ok=True)

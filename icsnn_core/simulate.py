@@ -30,9 +30,17 @@ def default_max_fold(device: torch.device | str) -> int:
     return 256 if torch.device(device).type == "cpu" else 65536
 
 
+# curves.csv holds a row for every step t <= T of every method, and a simulation keeps each step's output:
+# 100,000 steps is already about 10 MB of curves per method and far past the paper's largest T (256)
+MAX_T = 100_000
+
+
 def validate_T(T: object) -> int:
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
         raise ConfigError(f"the number of time steps T must be a positive integer, got {T!r}. Fix: e.g. T=32")
+    if T > MAX_T:
+        raise ConfigError(f"T = {T} is more than the {MAX_T:,} steps a run can hold (a curve row and an output per "
+                          "step). Fix: e.g. T=256, the paper's largest")
     return int(T)
 
 
@@ -52,6 +60,20 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
                           "Fix: use the dataset the model was trained on")
     if not torch.isfinite(x).all():
         raise ConfigError("the input images contain NaN or infinite values. Fix: clean or re-load the data")
+
+
+def check_split(split: Split) -> None:
+    """Refuse an empty split: its accuracy would be 0/0."""
+    if len(split) == 0:
+        raise ConfigError("the split to evaluate holds no images, so it has no accuracy. Fix: pass a non-empty "
+                          "split (n_test >= 1)")
+
+
+def check_labels(y: torch.Tensor, classes: int) -> None:
+    """Refuse labels the model's outputs cannot name (every such image would silently count as wrong)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ConfigError(f"labels run from {int(y.min())} to {int(y.max())} but the model has {classes} outputs. "
+                          "Fix: use the dataset the model was trained on, with labels 0..classes-1")
 
 
 def encode(x: torch.Tensor, steps: int, coding: Coding, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -98,13 +120,16 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
 
 def ann_accuracy(model: nn.Module, split: Split, *, batch_size: int = 256, device: str | torch.device = "cpu") -> float:
     """Top-1 accuracy (%) of the model in ANN mode."""
+    check_split(split)
     set_mode(model, "ann")
     model.eval().to(device)
     correct = 0
     with torch.no_grad():
         for x, y in batches(split, batch_size, device=device):
             check_input(model, x)
-            correct += int((model(x).argmax(1) == y).sum())
+            out = model(x)
+            check_labels(y, out.shape[-1])
+            correct += int((out.argmax(1) == y).sum())
     return 100.0 * correct / len(split)
 
 
@@ -112,6 +137,7 @@ def accuracy_curve(model: nn.Module, split: Split, T: int, *, coding: Coding = "
                    max_fold: int | None = None, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False) -> np.ndarray:
     """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split``."""
     T = validate_T(T)
+    check_split(split)
     model.eval().to(device)
     g = torch.Generator().manual_seed(seed)
     correct = torch.zeros(T, dtype=torch.long)
@@ -119,6 +145,7 @@ def accuracy_curve(model: nn.Module, split: Split, T: int, *, coding: Coding = "
                      desc=f"simulate T={T}", disable=not progress, leave=False):
         reset(model)
         out = simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g)
+        check_labels(y, out.shape[-1])
         pred = out.cumsum(0).argmax(-1)  # [T, B]
         correct += (pred == y.unsqueeze(0)).sum(1).cpu()
     reset(model)

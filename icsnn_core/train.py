@@ -93,16 +93,18 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
-            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
+            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}. Fix: e.g. --epochs 30")
         if not self.lr > 0 or self.batch_size <= 0:
-            raise ConfigError(f"lr and batch_size must be positive, got lr={self.lr}, batch_size={self.batch_size}")
+            raise ConfigError(f"lr and batch_size must be positive, got lr={self.lr}, batch_size={self.batch_size}. "
+                              "Fix: e.g. --lr 0.1 --batch-size 128")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if not (0 <= self.warmup < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema < 1):
             raise ConfigError(f"warmup, label_smoothing and ema must lie in [0, 1), got {self.warmup}, "
-                              f"{self.label_smoothing}, {self.ema}")
+                              f"{self.label_smoothing}, {self.ema}. Fix: e.g. 0.15, 0.1 and 0.999 as in the fast recipe")
         if self.lambda_quantile is not None and not 0 < self.lambda_quantile <= 1:
-            raise ConfigError(f"lambda_quantile must lie in (0, 1], got {self.lambda_quantile}")
+            raise ConfigError(f"lambda_quantile must lie in (0, 1], got {self.lambda_quantile}. Fix: e.g. "
+                              "--lambda-quantile 0.99, or 0 for the fixed start --init-lambda")
         return self
 
     def lr_at(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
@@ -158,6 +160,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an icsnn checkpoint (format {CHECKPOINT_FORMAT}). Fix: retrain with "
                               "`icsnn train`, or load your own weights into a model and call icsnn_core.convert")
+    missing = [k for k in ("spec", "train", "dataset", "epoch", "model") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it was edited or cut short. Fix: "
+                              "retrain it with `icsnn train`")
     return ckpt
 
 
@@ -184,8 +190,18 @@ def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tupl
         raise CheckpointError(f"checkpoint {path} holds {spec.describe()} for {spec.num_classes} classes, not "
                               f"{expect.describe()} for {expect.num_classes}. Fix: pass the matching --arch/--width/--bn "
                               "or point at the right checkpoint")
+    weights = ckpt.get("ema", ckpt["model"])  # a recipe with an EMA returns the averaged weights
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}): every number measured on it would be wrong. "
+                              "Fix: retrain it (a lower --lr, or --bn, keeps training finite)")
     model = spec.build()
-    model.load_state_dict(ckpt.get("ema", ckpt["model"]))  # a recipe with an EMA returns the averaged weights
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # the stored spec and weights disagree (edited or foreign file)
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the model its spec describes "
+                              f"({str(e).splitlines()[-1].strip()}). Fix: retrain it with `icsnn train`") from e
     return model, ckpt
 
 
