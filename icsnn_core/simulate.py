@@ -101,8 +101,11 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     T = validate_T(T)
     validate_coding(coding)
     check_input(model, x)
-    set_mode(model, "snn")
     named = [n for _, n in neurons(model)]
+    if not named:
+        raise ConfigError("the model has no IF neurons, so simulating it would only repeat the ANN. Fix: "
+                          "snn = icsnn_core.convert(ann), then balance_thresholds(snn, ...), then simulate(snn, ...)")
+    set_mode(model, "snn")
     presim = max((n.presim for n in named), default=0)
     total = max(T, presim)
     b = x.shape[0]

@@ -151,6 +151,9 @@ def test_library_calls_refuse_silent_wrong_numbers():
 
     with pytest.raises(ConfigError, match="convert needs a torch.nn.Module.*got NoneType"):
         convert(None)
+    relu_ann = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.ReLU(), torch.nn.Linear(10, 10))
+    with pytest.raises(ConfigError, match="no IF neurons.*icsnn_core.convert"):
+        accuracy_curve(relu_ann, Split(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), 1.0), 4)
     torch.manual_seed(0)
     model = convert(build_model("digits-cnn", 10, 1, width=0.25))
     empty = Split(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long), 1.0)
