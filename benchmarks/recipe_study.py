@@ -37,20 +37,24 @@ _STEPS = {
     "nesterov-smooth": dict(nesterov=True, label_smoothing=0.1),
     "no-decay-norm-bias": dict(decay_all=False),
 }
+_ALL = {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"], **_STEPS["no-decay-norm-bias"], "ema": 0.999,
+        "lambda_quantile": 0.99}
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "paper": ("relu", {}),
     "+onecycle": ("relu", _STEPS["onecycle"]),
-    "+nesterov-smooth": ("relu", {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"]}),
+    "+nesterov-smooth": ("relu", {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"]}),  # = the fast recipe
     "+no-decay-norm-bias": ("relu", {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"], **_STEPS["no-decay-norm-bias"]}),
-    "fast": ("relu", "fast"),
-    # QCFS: lambda started at the fixed 2 (the old default), from the data, and the whole fast recipe
+    "+ema": ("relu", _ALL),
+    # QCFS: lambda started at the fixed 2 (the old default) and from the data, under the paper's recipe; then
+    # every change above, as on the ReLU ANN (the same recipe on both: their gap is the activation's)
     "qcfs-paper-lambda2": ("qcfs", {"lambda_quantile": None}),
     "qcfs-paper-lambda-data": ("qcfs", {"lambda_quantile": 0.99}),
+    "qcfs-+ema": ("qcfs", _ALL),
+    # is the gap between qcfs-+ema and +ema the four levels' capacity at this width?
+    "qcfs-+ema-L8": ("qcfs", _ALL),
     "qcfs-fast": ("qcfs", "fast"),
-    # is the gap between qcfs-fast and fast the four levels' capacity at this width?
-    "qcfs-fast-L8": ("qcfs", "fast"),
 }
-LEVELS = {"qcfs-fast-L8": 8}
+LEVELS = {"qcfs-+ema-L8": 8}
 
 
 def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:

@@ -83,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                          f"{DEFAULT_INIT_LAMBDA:g}; QCFS's code uses 8, which collapsed behind batch norm on CIFAR-10)")
     tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
     tp.add_argument("--recipe", choices=list(RECIPES), default="paper",
-                    help="paper: the paper's (SGD, step decay); fast: one-cycle, Nesterov, label smoothing, no decay on "
-                         "norm/bias/lambda, EMA (benchmarks/recipe_study.py measures each) (default: paper)")
+                    help="paper: the paper's (SGD, step decay); fast: one-cycle, Nesterov, label smoothing "
+                         "(benchmarks/recipe_study.py measures each) (default: paper)")
     d = TrainConfig()
     tp.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
     tp.add_argument("--lr", type=float, help=f"peak SGD learning rate (default: the recipe's, {d.lr})")

@@ -294,8 +294,8 @@ def test_named_recipes():
 
     assert RECIPES["paper"] == TrainConfig()
     fast = recipe("fast", 20, seed=3)
-    assert (fast.epochs, fast.seed, fast.recipe, fast.schedule, fast.nesterov, fast.decay_all) == \
-        (20, 3, "fast", "onecycle", True, False)
+    assert (fast.epochs, fast.seed, fast.recipe, fast.schedule, fast.nesterov, fast.label_smoothing, fast.decay_all,
+            fast.ema) == (20, 3, "fast", "onecycle", True, 0.1, True, 0.0)
     assert recipe("paper", 30).milestones == (7, 13, 19, 24)
     with pytest.raises(ConfigError, match="unknown recipe 'quick'; choose one of paper, fast"):
         recipe("quick")
@@ -457,5 +457,5 @@ def test_cli_trains_with_a_named_recipe_and_overrides(tmp_path):
                  "--checkpoint", str(path), "--quiet"]) == 0
     t = load_checkpoint(path)["train"]
     assert (t["recipe"], t["schedule"], t["epochs"], t["batch_size"], t["lambda_quantile"], t["ema"]) == \
-        ("fast", "onecycle", 2, 256, None, 0.999)
+        ("fast", "onecycle", 2, 256, None, 0.0)
     assert path.with_name("q.pt.log.csv").read_text().count("\n") == 3  # header and two epochs
