@@ -178,7 +178,8 @@ class StageTimes:
             self.rows.append({"stage": name, "seconds": round(own, 2)})
             total = {"stage": "total", "seconds": round(time.perf_counter() - self.started, 2)}
             if self.path is not None:
-                write_rows(self.path, [{**r, **provenance(self.device)} for r in (*self.rows, total)], self.COLUMNS)
+                prov = provenance(self.device)  # once per write: it asks git for the commit
+                write_rows(self.path, [{**r, **prov} for r in (*self.rows, total)], self.COLUMNS)
 
 
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",

@@ -98,20 +98,20 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict[str, object]], colum
     atomic_write_text(buf.getvalue(), Path(path))
 
 
-def check_table(path: str | os.PathLike, columns: tuple[str, ...]) -> None:
+def check_table(path: str | os.PathLike, columns: tuple[str, ...]) -> list[dict[str, str]]:
     """Refuse, before any work, a CSV that a merge into ``path`` would damage: one that is not UTF-8 text, has no
-    header, or has columns that are not ``columns`` (a merge writes ``columns`` only, so they would be lost)."""
+    header, or has columns that are not ``columns`` (a merge writes ``columns`` only, so they would be lost).
+    Return its rows (none when it does not exist yet)."""
     path = Path(path)
     if not path.exists():
-        return
+        return []
     what = f"{path} exists but"
     fix = "Fix: pass another --out, or move the file away"
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = csv.reader(f, strict=True)
-            header = next(rows, None)
-            for _ in rows:
-                pass
+            reader = csv.DictReader(f, strict=True)
+            rows = list(reader)
+            header = reader.fieldnames
     except UnicodeDecodeError as e:
         raise ConfigError(f"{what} is not UTF-8 text ({e.reason} at byte {e.start}). {fix}") from e
     except csv.Error as e:
@@ -122,6 +122,7 @@ def check_table(path: str | os.PathLike, columns: tuple[str, ...]) -> None:
     if extra:
         raise ConfigError(f"{what} has columns icsnn does not write ({', '.join(extra[:5])}"
                           f"{', ...' if len(extra) > 5 else ''}): merging would drop them. {fix}")
+    return rows
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:
@@ -153,9 +154,9 @@ def merge_rows(path: str | os.PathLike, new: list[dict[str, object]], columns: t
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)  # released when the descriptor closes
-        check_table(path, columns)  # never drop a column of someone else's file
         replaced = {k(r) for r in new}
-        kept = [r for r in read_rows(path) if k(r) not in replaced]
+        # read once, refusing a file whose columns the write would drop
+        kept = [r for r in check_table(path, columns) if k(r) not in replaced]
         write_rows(path, [*kept, *new], columns)
     finally:
         os.close(folder)

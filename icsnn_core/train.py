@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -235,7 +235,7 @@ def init_lambdas(model: nn.Module, x: torch.Tensor, quantile: float) -> list[flo
         z = inputs[0].detach().float().flatten()
         z = z[z > 0]
         value = float(torch.quantile(z[:1 << 24], quantile)) if len(z) else float(neuron.lam.detach())
-        neuron.lam.fill_(max(value, 1e-3))
+        neuron.lam.fill_(max(value, LAMBDA_MIN))
         values.append(value)
 
     for _, n in neurons(model):
@@ -255,16 +255,15 @@ def init_lambdas(model: nn.Module, x: torch.Tensor, quantile: float) -> list[flo
 
 
 @torch.no_grad()
-def project_lambdas(model: nn.Module) -> None:
-    """Put every QCFS lambda that an optimiser step took below :data:`LAMBDA_MIN` back on it.
+def project_lambdas(lambdas: Iterable[torch.Tensor]) -> None:
+    """Put every QCFS lambda (a model's ``n.lam``) that an optimiser step took below :data:`LAMBDA_MIN` back on it.
 
     The activation uses ``lam.clamp_min(LAMBDA_MIN)``, whose gradient is zero below the bound: a lambda that
     overshoots below it would silence its layer for good (seen on CIFAR-10 VGG16 at width 0.25 from the fixed
     start 2 under the paper's recipe: one lambda at -1.13 after the second epoch, the loss at ln 10 from then
     on). On the bound the gradient still flows, so the layer can recover."""
-    for _, n in neurons(model):
-        if n.activation == "qcfs":
-            n.lam.clamp_(min=LAMBDA_MIN)
+    for lam in lambdas:
+        lam.clamp_(min=LAMBDA_MIN)
 
 
 class _EMA:
@@ -342,6 +341,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     step_model = distributed.data_parallel(model)  # as is in a single process; wrapped before compiling, as DDP asks
     step_model = torch.compile(step_model) if cfg.compile and torch.device(device).type == "cuda" else step_model
     steps = -(-len(data.train) // cfg.batch_size)
+    lambdas = [n.lam for _, n in neurons(model) if n.activation == "qcfs"]  # found once, not at every step
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
                       disable=not progress or not distributed.is_main()):
@@ -367,7 +367,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
             # (times 1.0 in a single process: the same numbers)
             (loss * (distributed.world_size() * len(y) / n)).backward()
             opt.step()
-            project_lambdas(model)
+            project_lambdas(lambdas)
             if ema is not None:
                 ema.update(model)
             loss_sum += loss.item() * len(y)

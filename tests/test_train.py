@@ -441,7 +441,7 @@ def test_a_lambda_pushed_below_its_bound_is_put_back_and_still_learns():
         lam.fill_(-1.13)
     model(torch.tensor([0.5])).sum().backward()
     assert lam.grad is not None and float(lam.grad) == 0.0  # stuck: no step can bring it back
-    project_lambdas(model)
+    project_lambdas([lam])
     assert float(lam.detach()) == pytest.approx(LAMBDA_MIN)
     lam.grad = None
     model(torch.tensor([0.5])).sum().backward()  # on the bound: floor(0.5 * 4 / 1e-3 + 0.5) clips to 1, out = lam
