@@ -16,7 +16,7 @@ from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
-from .train import RECIPES, ModelSpec, TrainConfig, load_model, recipe, train
+from .train import RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, recipe, train
 
 DESCRIPTION = """\
 ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers
@@ -176,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"checkpoint {args.checkpoint} was trained on {ckpt['dataset']}, not {args.dataset}. "
                           f"Fix: pass --dataset {ckpt['dataset']}")
     data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
+    check_image_shape(ckpt, data, args.checkpoint)
     opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
                 granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations,
                 shift=args.shift)
