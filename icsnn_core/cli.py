@@ -183,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
     methods = [Method.make(name, **opts) for name in args.methods]
     spec = ckpt["spec"]
     base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": spec["arch"],
-            "width": spec["width"], "bn": spec["bn"], "epochs": ckpt["epoch"]}
+            "width": spec["width"], "bn": spec["bn"], "epochs": ckpt["epoch"],
+            "recipe": ckpt["train"].get("recipe", "paper")}  # written before recipes had names: the paper's
     conversion = Conversion(args.quantile, args.threshold_values, args.threshold_images, args.coding)
     evaluate_methods(model, data, methods, args.T, conversion=conversion, out_dir=args.out, base=base,
                      n_test=args.n_test, batch_size=args.batch_size, max_fold=args.max_fold, device=device,
