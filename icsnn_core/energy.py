@@ -317,6 +317,18 @@ def synapses(model: nn.Module, input_shape: Sequence[int]) -> Synapses:
 
 # --- recording during the simulation ---------------------------------------------------------------
 
+_EXACT_FLOAT32 = 2 ** 24  # integers up to here are exact in float32, so are sums of 0/1 x fan-out below it
+
+
+def _weights(fanout: torch.Tensor, presim_fanout: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """[units, 3]: ones, fan-out and pre-simulated fan-out. float32 (fast) where no sample's step can reach 2**24
+    synaptic operations in the layer, else float64; float64 too where CUDA's TF32 would round the fan-outs."""
+    exact32 = int(fanout.sum()) < _EXACT_FLOAT32 and not (torch.device(device).type == "cuda"
+                                                          and torch.backends.cuda.matmul.allow_tf32)
+    w = torch.stack([torch.ones_like(fanout.flatten()), fanout.flatten(), presim_fanout.flatten()], 1)
+    return w.to(device, torch.float32 if exact32 else torch.float64)
+
+
 @dataclass
 class EnergyRecord:
     """Operation counts of one simulation over ``n_images`` images, per source and real step (image sums)."""
@@ -408,10 +420,9 @@ class EnergyMeter:
         if [name for name, _ in neurons(model)] != self.syn.layers:
             raise ConfigError("this EnergyMeter was built for another model. Fix: EnergyMeter(model, input_shape)")
         device = next((b.device for b in model.buffers()), torch.device("cpu"))
-        for (name, n) in zip(self.syn.layers, named):
-            n.sop_fanout = self.syn.fanout[name].flatten().to(device)
-            n.sop_presim_fanout = self.syn.presim_fanout[name].flatten().to(device)
         s = self.syn
+        for (name, n) in zip(s.layers, named):
+            n.sop_weights = _weights(s.fanout[name], s.presim_fanout[name], device)
         self.record = EnergyRecord(
             s.layers, np.array([s.fanout[k].numel() for k in s.layers], dtype=np.int64),
             np.array([int(s.fanout[k].sum()) for k in s.layers], dtype=np.int64), s.input_fanout.numel(),
@@ -420,15 +431,13 @@ class EnergyMeter:
             s.first_layer_macs if self.coding == "direct" else 0, max(n.presim for n in named), self.coding)
         hook = None
         if self.coding == "rate":
-            fan, pfan = s.input_fanout.flatten().to(device), s.input_presim_fanout.flatten().to(device)
+            w_in = _weights(s.input_fanout, s.input_presim_fanout, device)
 
             def count_input(module: nn.Module, args: tuple) -> None:
-                x = args[0]
-                steps = named[0].steps
-                spikes = (x != 0).reshape(steps, x.shape[0] // steps, -1)
-                self._input.append(torch.stack([spikes.sum((1, 2)), (spikes * fan).sum((1, 2))]))
-                if named[0].t == 0 and self.record.presim:
-                    self.record.presim_input_acs += float((spikes[:self.record.presim] * pfan).sum())
+                x = args[0]  # 0/1 input spikes, [steps * B, ...]
+                fired = x if x.dtype == w_in.dtype else x.to(w_in.dtype)
+                self._input.append((fired.reshape(-1, w_in.shape[0]) @ w_in)
+                                   .reshape(named[0].steps, -1, 3).sum(1, dtype=torch.float64))
 
             hook = model.register_forward_pre_hook(count_input)
         try:
@@ -437,8 +446,7 @@ class EnergyMeter:
             if hook is not None:
                 hook.remove()
             for n in named:
-                n.sop_fanout = n.sop_presim_fanout = None
-                n.step_spikes, n.step_sops, n.presim_sops = [], [], None
+                n.sop_weights, n.step_ops = None, []
             self._input = []
 
     def collect(self, model: nn.Module, n_images: int) -> None:
@@ -447,23 +455,19 @@ class EnergyMeter:
         if r is None:
             raise RuntimeError("EnergyMeter.collect outside EnergyMeter.recording")
         named = [n for _, n in neurons(model)]
-        spikes = np.stack([torch.cat(n.step_spikes).cpu().numpy() for n in named]).astype(np.float64)
-        sops = np.stack([torch.cat(n.step_sops).cpu().numpy() for n in named]).astype(np.float64)
-        presim = np.array([float(n.presim_sops) if n.presim_sops is not None else 0.0 for n in named])
-        steps = spikes.shape[1]
-        if self._input:
-            inp = torch.cat(self._input, dim=1).cpu().numpy().astype(np.float64)
-        else:
-            inp = np.zeros((2, steps))
+        ops = np.stack([torch.cat(n.step_ops).cpu().numpy() for n in named])  # [L, steps, 3]
+        rho = r.presim  # the pre-simulation integrates the synaptic input of real steps 1..rho once more
+        inp = torch.cat(self._input).cpu().numpy() if self._input else np.zeros((ops.shape[1], 3))
         if r.spikes.shape[1] == 0:  # the first batch fixes the number of steps
-            r.spikes, r.sops = np.zeros_like(spikes), np.zeros_like(sops)
-            r.input_spikes, r.input_acs = np.zeros(steps), np.zeros(steps)
-        r.spikes += spikes
-        r.sops += sops
-        r.presim_sops += presim
-        r.input_spikes += inp[0]
-        r.input_acs += inp[1]
+            r.spikes, r.sops = np.zeros(ops.shape[:2]), np.zeros(ops.shape[:2])
+            r.input_spikes, r.input_acs = np.zeros(ops.shape[1]), np.zeros(ops.shape[1])
+        r.spikes += ops[:, :, 0]
+        r.sops += ops[:, :, 1]
+        r.presim_sops += ops[:, :rho, 2].sum(1)
+        r.input_spikes += inp[:, 0]
+        r.input_acs += inp[:, 1]
+        r.presim_input_acs += float(inp[:rho, 2].sum())
         r.n_images += n_images
         self._input = []
         for n in named:
-            n.step_spikes, n.step_sops, n.presim_sops = [], [], None
+            n.step_ops = []

@@ -14,7 +14,7 @@ mode with a trainable per-layer ``lam``; COS's offset-spike calibration (Hao et 
 ``presim`` pre-simulation run on each input before the real steps.
 
 Operation counting for the energy estimate (:mod:`icsnn_core.energy`) is opt-in per neuron: with
-``sop_fanout`` set (each neuron's number of outgoing synapses, see :func:`icsnn_core.energy.synapses`), every
+``sop_weights`` set (each neuron's number of outgoing synapses, see :func:`icsnn_core.energy.synapses`), every
 call records, per step, the spikes and the synaptic operations (spikes x fan-out) summed over the batch:
 a few numbers per step, so memory stays tiny. Left unset (the default) the simulation does no extra work.
 """
@@ -71,10 +71,9 @@ class IFNeuron(nn.Module):
         self.presim = 0  # COS: pre-simulation steps run on each input before the real steps
         self.presim_iterations = 1
         self.presim_shift = "authors"  # COS: how far a neuron's v0 moves (see _offset_spike_calibration)
-        # energy counting (set by icsnn_core.energy.EnergyMeter.recording): flattened int32 fan-out per neuron of
-        # one sample, all targets and the pre-simulated ones (IF neurons, not the readout); None: count nothing
-        self.sop_fanout: torch.Tensor | None = None
-        self.sop_presim_fanout: torch.Tensor | None = None
+        # energy counting (set by icsnn_core.energy.EnergyMeter.recording): [neurons of one sample, 3] columns
+        # 1 (spike count), fan-out, fan-out into pre-simulated neurons; None (the default): count nothing
+        self.sop_weights: torch.Tensor | None = None
         self.reset()
 
     # --- state -------------------------------------------------------------------------------
@@ -85,9 +84,7 @@ class IFNeuron(nn.Module):
         self.spike_count: torch.Tensor | None = None
         self.first_spike: torch.Tensor | None = None
         self.calibrated_v0: torch.Tensor | None = None  # COS: this batch's v0 after the offset-spike shifts
-        self.step_spikes: list[torch.Tensor] = []  # energy counting: per call, spikes per step (summed over batch)
-        self.step_sops: list[torch.Tensor] = []  # per call, synaptic operations per step (summed over batch)
-        self.presim_sops: torch.Tensor | None = None  # SOPs into pre-simulated neurons during steps 1..presim
+        self.step_ops: list[torch.Tensor] = []  # energy counting: per call, [steps, 3] sums over the batch
 
     def extra_repr(self) -> str:
         act = f"qcfs(L={self.levels})" if self.activation == "qcfs" else "relu"
@@ -135,7 +132,7 @@ class IFNeuron(nn.Module):
         self.v = v
         if self.track:
             self._record(out > 0)
-        if self.sop_fanout is not None:
+        if self.sop_weights is not None:
             self._count_ops(out)
         self.t += steps
         return out.reshape(-1, *z.shape[2:])
@@ -177,15 +174,14 @@ class IFNeuron(nn.Module):
         return v0
 
     def _count_ops(self, out: torch.Tensor) -> None:
-        """Per step of this call: spikes and synaptic operations (sum over spikes of their fan-out), summed over
-        the batch. Integer arithmetic, so the counts are exact at any size (float32 sums would round past 2**24)."""
-        fired = (out != 0).flatten(2)  # [steps, B, neurons]
-        self.step_spikes.append(fired.sum((1, 2)))
-        self.step_sops.append((fired * self.sop_fanout).sum((1, 2)))
-        if self.presim and self.t == 0:  # simulate() puts the first presim steps in the first call
-            # the pre-simulation of the next layers integrates the synaptic input of these real steps once more
-            rho = min(self.presim, fired.shape[0])
-            self.presim_sops = (fired[:rho] * self.sop_presim_fanout).sum()
+        """Per step of this call, summed over the batch: spikes, synaptic operations (the sum of the spiking
+        neurons' fan-outs) and those into pre-simulated neurons: one product with ``sop_weights``. The 0/1
+        spikes times integer fan-outs sum exactly in float32 below 2**24 per sample and step; the meter picks
+        float64 for the layers that could pass it."""
+        w = self.sop_weights
+        fired = torch.sign(out) if w.dtype == out.dtype else (out != 0).to(w.dtype)  # a spike carries V_th > 0
+        per_sample = (fired.reshape(-1, w.shape[0]) @ w).reshape(out.shape[0], -1, w.shape[1])
+        self.step_ops.append(per_sample.sum(1, dtype=torch.float64))
 
     def _record(self, fired_at: torch.Tensor) -> None:
         spikes = fired_at.to(self.v.dtype)
