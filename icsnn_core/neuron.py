@@ -122,18 +122,18 @@ class IFNeuron(nn.Module):
             if self.presim:
                 self.v = self._offset_spike_calibration(z, self.v, thr)
         v, thr_f = self.v, float(thr)  # one host read per call, none per step
-        out = torch.empty_like(z)  # the output spikes, each carrying V_th
+        out = torch.empty_like(z)  # the output spikes: 0/1 in the loop, each carrying V_th after it
         for t in range(steps):
             v.add_(z[t])
             spike = out[t]
             torch.gt(v, thr_f, out=spike)  # eq. (6): fire when v_temp > V_th (strict)
-            spike.mul_(thr_f)
-            v.sub_(spike)  # soft reset
+            v.sub_(spike, alpha=thr_f)  # soft reset by V_th (1 x V_th is exact: the same as subtracting V_th)
         self.v = v
         if self.track:
             self._record(out > 0)
         if self.sop_weights is not None:
             self._count_ops(out)
+        out.mul_(thr_f)  # once per call, not once per step
         self.t += steps
         return out.reshape(-1, *z.shape[2:])
 
@@ -173,14 +173,15 @@ class IFNeuron(nn.Module):
         self.calibrated_v0 = v0.clone()
         return v0
 
-    def _count_ops(self, out: torch.Tensor) -> None:
+    def _count_ops(self, fired: torch.Tensor) -> None:
         """Per step of this call, summed over the batch: spikes, synaptic operations (the sum of the spiking
-        neurons' fan-outs) and those into pre-simulated neurons: one product with ``sop_weights``. The 0/1
-        spikes times integer fan-outs sum exactly in float32 below 2**24 per sample and step; the meter picks
-        float64 for the layers that could pass it."""
+        neurons' fan-outs) and those into pre-simulated neurons, as one product of the 0/1 spikes with
+        ``sop_weights``. 0/1 times integer fan-outs sum exactly in float32 below 2**24 per sample and step; the
+        meter picks float64 for the layers that could pass it."""
         w = self.sop_weights
-        fired = torch.sign(out) if w.dtype == out.dtype else (out != 0).to(w.dtype)  # a spike carries V_th > 0
-        per_sample = (fired.reshape(-1, w.shape[0]) @ w).reshape(out.shape[0], -1, w.shape[1])
+        if fired.dtype != w.dtype:
+            fired = fired.to(w.dtype)
+        per_sample = (fired.reshape(-1, w.shape[0]) @ w).reshape(fired.shape[0], -1, w.shape[1])
         self.step_ops.append(per_sample.sum(1, dtype=torch.float64))
 
     def _record(self, fired_at: torch.Tensor) -> None:
