@@ -9,6 +9,7 @@ from typing import Sequence
 
 from .calibration import COMPENSATIONS, GRANULARITIES, RESIDUALS
 from .data import DATASETS, load_dataset
+from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, EnergyCosts
 from .errors import ConfigError, IcsnnError
 from .methods import INITS, METHODS, SHIFTS, Method
 from .models import ARCHS
@@ -39,6 +40,15 @@ def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _energy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-energy", action="store_true",
+                   help="do not count spikes and operations (no energy.csv / energy_layers.csv)")
+    p.add_argument("--e-mac-pj", type=float, default=E_MAC_PJ,
+                   help=f"energy of a multiply-accumulate in pJ (default {E_MAC_PJ}: {SOURCE})")
+    p.add_argument("--e-ac-pj", type=float, default=E_AC_PJ,
+                   help=f"energy of an accumulate in pJ (default {E_AC_PJ}: {SOURCE})")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icsnn", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--activation", nargs="+", choices=ACTIVATIONS,
                     help="only the profile's ANNs trained with these activations")
     rp.add_argument("--epochs", type=int, help="override the profile's epochs (its schedule is scaled to fit)")
+    _energy_args(rp)
     _data_args(rp, dataset=False)
 
     np_ = sub.add_parser("notebooks", help="compute a profile, execute every notebook with papermill, publish to the book",
@@ -132,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--batch-size", type=int, default=256)
     ep.add_argument("--max-fold", type=int, default=None,
                     help="images x steps per forward pass, the memory bound (default: 256 on CPU, 65536 on GPU)")
+    _energy_args(ep)
     return parser
 
 
@@ -143,8 +155,8 @@ def _run(args: argparse.Namespace) -> int:
             profile = replace(profile, seed=args.seed)
         path = reproduce(profile, args.out, data_root=args.data_root, device=args.device,
                          download=args.download, archs=args.arch, activations=args.activation, epochs=args.epochs,
-                         progress=progress)
-        print(f"wrote {path} and {path.parent / 'curves.csv'}")
+                         progress=progress, energy=not args.no_energy, costs=EnergyCosts(args.e_mac_pj, args.e_ac_pj))
+        print(f"wrote {path} and {path.parent / 'curves.csv'}" + ("" if args.no_energy else f" and {path.parent / 'energy.csv'}"))
         return 0
     if args.command == "notebooks":
         from .notebooks import BOOK, run_notebooks
@@ -188,8 +200,10 @@ def _run(args: argparse.Namespace) -> int:
     conversion = Conversion(args.quantile, args.threshold_values, args.threshold_images, args.coding)
     evaluate_methods(model, data, methods, args.T, conversion=conversion, out_dir=args.out, base=base,
                      n_test=args.n_test, batch_size=args.batch_size, max_fold=args.max_fold, device=device,
-                     seed=args.seed, progress=progress)
-    print(f"wrote {args.out / 'results.csv'} and {args.out / 'curves.csv'}")
+                     seed=args.seed, progress=progress, energy=not args.no_energy,
+                     costs=EnergyCosts(args.e_mac_pj, args.e_ac_pj))
+    print(f"wrote {args.out / 'results.csv'} and {args.out / 'curves.csv'}"
+          + ("" if args.no_energy else f" and {args.out / 'energy.csv'}"))
     return 0
 
 

@@ -12,6 +12,11 @@ be simulated in windows of a few steps with the same result.
 Peers use the same neuron: the QCFS activation (Bu et al., ICLR 2022) is the ``activation="qcfs"`` ANN
 mode with a trainable per-layer ``lam``; COS's offset-spike calibration (Hao et al., ICLR 2023) is the
 ``presim`` pre-simulation run on each input before the real steps.
+
+Operation counting for the energy estimate (:mod:`icsnn_core.energy`) is opt-in per neuron: with
+``sop_weights`` set (each neuron's number of outgoing synapses, see :func:`icsnn_core.energy.synapses`), every
+call records, per step, the spikes and the synaptic operations (spikes x fan-out) summed over the batch:
+a few numbers per step, so memory stays tiny. Left unset (the default) the simulation does no extra work.
 """
 from __future__ import annotations
 
@@ -66,6 +71,9 @@ class IFNeuron(nn.Module):
         self.presim = 0  # COS: pre-simulation steps run on each input before the real steps
         self.presim_iterations = 1
         self.presim_shift = "authors"  # COS: how far a neuron's v0 moves (see _offset_spike_calibration)
+        # energy counting (set by icsnn_core.energy.EnergyMeter.recording): [neurons of one sample, 3] columns
+        # 1 (spike count), fan-out, fan-out into pre-simulated neurons; None (the default): count nothing
+        self.sop_weights: torch.Tensor | None = None
         self.reset()
 
     # --- state -------------------------------------------------------------------------------
@@ -76,6 +84,7 @@ class IFNeuron(nn.Module):
         self.spike_count: torch.Tensor | None = None
         self.first_spike: torch.Tensor | None = None
         self.calibrated_v0: torch.Tensor | None = None  # COS: this batch's v0 after the offset-spike shifts
+        self.step_ops: list[torch.Tensor] = []  # energy counting: per call, [steps, 3] sums over the batch
 
     def extra_repr(self) -> str:
         act = f"qcfs(L={self.levels})" if self.activation == "qcfs" else "relu"
@@ -113,16 +122,18 @@ class IFNeuron(nn.Module):
             if self.presim:
                 self.v = self._offset_spike_calibration(z, self.v, thr)
         v, thr_f = self.v, float(thr)  # one host read per call, none per step
-        out = torch.empty_like(z)  # the output spikes, each carrying V_th
+        out = torch.empty_like(z)  # the output spikes: 0/1 in the loop, each carrying V_th after it
         for t in range(steps):
             v.add_(z[t])
             spike = out[t]
             torch.gt(v, thr_f, out=spike)  # eq. (6): fire when v_temp > V_th (strict)
-            spike.mul_(thr_f)
-            v.sub_(spike)  # soft reset
+            v.sub_(spike, alpha=thr_f)  # soft reset by V_th (1 x V_th is exact: the same as subtracting V_th)
         self.v = v
         if self.track:
             self._record(out > 0)
+        if self.sop_weights is not None:
+            self._count_ops(out)
+        out.mul_(thr_f)  # once per call, not once per step
         self.t += steps
         return out.reshape(-1, *z.shape[2:])
 
@@ -161,6 +172,17 @@ class IFNeuron(nn.Module):
             v0 = torch.where((v < 0) & fired, v0 - down * thr, torch.where(v >= thr, v0 + up * thr, v0))
         self.calibrated_v0 = v0.clone()
         return v0
+
+    def _count_ops(self, fired: torch.Tensor) -> None:
+        """Per step of this call, summed over the batch: spikes, synaptic operations (the sum of the spiking
+        neurons' fan-outs) and those into pre-simulated neurons, as one product of the 0/1 spikes with
+        ``sop_weights``. 0/1 times integer fan-outs sum exactly in float32 below 2**24 per sample and step; the
+        meter picks float64 for the layers that could pass it."""
+        w = self.sop_weights
+        if fired.dtype != w.dtype:
+            fired = fired.to(w.dtype)
+        per_sample = (fired.reshape(-1, w.shape[0]) @ w).reshape(fired.shape[0], -1, w.shape[1])
+        self.step_ops.append(per_sample.sum(1, dtype=torch.float64))
 
     def _record(self, fired_at: torch.Tensor) -> None:
         spikes = fired_at.to(self.v.dtype)

@@ -1,7 +1,8 @@
 """The end-to-end runs that the CLI and the notebooks share: train, convert, evaluate every method at every T.
 
-Results are merged into ``results.csv`` / ``curves.csv`` after each method, so an interrupted run keeps
-what it measured and, run again, skips the points it already has.
+Results are merged into ``results.csv`` / ``curves.csv`` (and, unless energy counting is off, ``energy.csv`` /
+``energy_layers.csv``) after each method, so an interrupted run keeps what it measured and, run again, skips
+the points it already has.
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from tqdm import tqdm
 from . import distributed
 from .convert import balance_thresholds, convert, thresholds_from_lambda
 from .data import Dataset, load_dataset
+from .energy import EnergyCosts, EnergyMeter, EnergyRecord
 from .errors import ConfigError
 from .figures import has_spike_measurements, write_rate_coding, write_spike_measurements
 from .methods import Method
 from .neuron import ann_kind, neurons
 from .profiles import Profile
-from .results import (CURVE_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, check_out_dir, check_table, key_of, merge_rows,
-                      provenance, read_rows, write_rows)
+from .results import (CURVE_COLUMNS, ENERGY_COLUMNS, ENERGY_LAYER_COLUMNS, KEY_COLUMNS, RESULT_COLUMNS, check_out_dir,
+                      check_table, key_of, merge_rows, provenance, read_rows, write_rows)
 from .simulate import accuracy_curve, ann_accuracy, validate_coding, validate_T
 from .train import ModelSpec, TrainConfig, train
 
@@ -64,8 +66,12 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
                      n_test: int | None = None, batch_size: int = 256, max_fold: int | None = None, device: str = "cpu",
                      seed: int = 0, progress: bool = True, log: Callable[[str], None] = tqdm.write,
                      on_converted: Callable[[nn.Module], None] | None = None, rank: int = 0,
-                     world: int = 1) -> list[dict[str, object]]:
+                     world: int = 1, energy: bool = True, costs: EnergyCosts = EnergyCosts()) -> list[dict[str, object]]:
     """Convert ``model`` and measure every method at every T; merge rows into ``out_dir``/results.csv.
+
+    With ``energy`` the same simulations count spikes and operations (:mod:`.energy`), written to energy.csv
+    (every t <= T) and energy_layers.csv (t = T), with the energy estimated at ``costs``; a point measured
+    without them is measured again.
 
     ``base`` holds the columns shared by all rows (profile, dataset, arch, ...). Points already in
     results.csv with the same key are skipped. ``on_converted`` is called with the converted model once its
@@ -80,6 +86,10 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
     results_csv, curves_csv = out / "results.csv", out / "curves.csv"
     check_table(results_csv, RESULT_COLUMNS)  # before the compute, not after it
     check_table(curves_csv, CURVE_COLUMNS)
+    energy_csv, layers_csv = out / "energy.csv", out / "energy_layers.csv"
+    if energy:
+        check_table(energy_csv, ENERGY_COLUMNS)
+        check_table(layers_csv, ENERGY_LAYER_COLUMNS)
     test = data.test.subset(n_test)
     model = convert(model).to(device)
     kind = ann_kind(model)
@@ -102,8 +112,14 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
     if on_converted is not None:
         on_converted(model)
     done = {key_of(r) for r in read_rows(results_csv)}
-    sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
     image_shape = tuple(data.train.x.shape[1:])
+    meter = None
+    if energy:  # a point without its energy rows (a run made before counting existed) is measured again
+        done &= {key_of(r) for r in read_rows(energy_csv)}
+        meter = EnergyMeter(model, image_shape, conversion.coding)
+        ann_ops = {"ann_macs_per_image": meter.ann_macs, "e_mac_pj": costs.e_mac_pj, "e_ac_pj": costs.e_ac_pj,
+                   "ann_energy_per_image_uj": round(costs.energy_uj(meter.ann_macs, 0), 6)}
+    sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
     owners = divide_jobs(methods, T_grid, world)
     all_rows: list[dict[str, object]] = []
     for method, owner in tqdm(zip(methods, owners), desc=f"methods {base.get('arch')}", total=len(methods),
@@ -113,25 +129,46 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         todo = [T for T in T_grid if key_of(rows_for[T]) not in done and owner[T] == rank]
         if not todo:
             continue
-        rows, curves = [], []
+        rows, curves, ops, layer_ops = [], [], [], []
         started = time.perf_counter()
         # v(0) of a T-independent method is the same for every horizon: one simulation serves every T
         horizons = todo if method.depends_on_T else [max(todo)]
         for H in horizons:
             method.apply(model, H, data.train, image_shape=image_shape, **sim)
             curve = accuracy_curve(model, test, H, coding=conversion.coding, batch_size=batch_size,
-                                   max_fold=max_fold, device=device, seed=seed)
+                                   max_fold=max_fold, device=device, seed=seed, energy=meter)
             for T in (todo if not method.depends_on_T else [H]):
                 row = {**rows_for[T], "accuracy": round(float(curve[T - 1]), 4)}
                 rows.append(row)
                 curves += [{**row, "t": t, "latency": method.latency(t), "accuracy": round(float(curve[t - 1]), 4)}
                            for t in range(1, T + 1)]
+                if meter is not None:
+                    ops += energy_rows(meter.record, curves[-T:], costs, ann_ops)
+                    layer_ops += [{**curves[-1], **_rounded(r), **ann_ops} for r in meter.record.layers_at(T, costs)]
         merge_rows(results_csv, rows, RESULT_COLUMNS, KEY_COLUMNS)
         merge_rows(curves_csv, curves, CURVE_COLUMNS, KEY_COLUMNS + ("t",))
+        if meter is not None:
+            merge_rows(energy_csv, ops, ENERGY_COLUMNS, KEY_COLUMNS + ("t",))
+            merge_rows(layers_csv, layer_ops, ENERGY_LAYER_COLUMNS, KEY_COLUMNS + ("t", "layer"))
         log(f"  {method.label} ({time.perf_counter() - started:.0f} s): "
             + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
         all_rows += rows
     return all_rows
+
+
+def _rounded(row: dict[str, object]) -> dict[str, object]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def energy_rows(record: EnergyRecord, curve_rows: Sequence[dict[str, object]], costs: EnergyCosts,
+                ann_ops: dict[str, object]) -> list[dict[str, object]]:
+    """energy.csv's rows: each curve row (one per t) with the operations per image over steps 1..t."""
+    out = []
+    for c in curve_rows:
+        ops = record.totals(int(c["t"]), costs)
+        ratio = ops["energy_per_image_uj"] / ann_ops["ann_energy_per_image_uj"] if ann_ops["ann_energy_per_image_uj"] else None
+        out.append({**c, **_rounded(ops), **ann_ops, "energy_ratio": round(ratio, 6) if ratio is not None else None})
+    return out
 
 
 def divide_jobs(methods: Sequence[Method], T_grid: Sequence[int], world: int) -> list[dict[int, int]]:
@@ -184,10 +221,12 @@ class StageTimes:
 
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
               download: bool = False, archs: Sequence[str] | None = None, activations: Sequence[str] | None = None,
-              epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write) -> Path:
+              epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write,
+              energy: bool = True, costs: EnergyCosts = EnergyCosts()) -> Path:
     """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv.
 
-    ``archs`` / ``activations`` restrict the run to some of the profile's models, e.g. one process per ANN
+    ``energy`` / ``costs``: count operations and estimate energy (energy.csv, energy_layers.csv; see
+    :func:`evaluate_methods`). ``archs`` / ``activations`` restrict the run to some of the profile's models, e.g. one process per ANN
     on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked.
 
     Under torchrun (several ranks sharing ``out_dir``) every rank trains each ANN, on its slice of each batch,
@@ -200,6 +239,9 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     out = check_out_dir(out_dir)
     check_table(out / "results.csv", RESULT_COLUMNS)  # a file a merge would damage is refused before training
     check_table(out / "curves.csv", CURVE_COLUMNS)
+    if energy:
+        check_table(out / "energy.csv", ENERGY_COLUMNS)
+        check_table(out / "energy_layers.csv", ENERGY_LAYER_COLUMNS)
     times = StageTimes(out / "stage_times.csv" if distributed.is_main() else None, device)
     with times.stage("load data"):
         data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
@@ -243,7 +285,7 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                              out_dir=out, base=base, n_test=profile.n_test, batch_size=profile.eval_batch_size,
                              max_fold=profile.max_fold, device=device, seed=profile.seed, progress=progress, log=log,
                              on_converted=spike_figures if choice.activation == "relu" and distributed.is_main() else None,
-                             rank=distributed.rank(), world=distributed.world_size())
+                             rank=distributed.rank(), world=distributed.world_size(), energy=energy, costs=costs)
     distributed.barrier()  # every rank's rows are merged before any rank returns
     return out / "results.csv"
 

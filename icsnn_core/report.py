@@ -237,3 +237,106 @@ def describe_profile(results: pd.DataFrame, measured: pd.DataFrame | None = None
     return (f"This page shows the **{r['profile']}** profile: {r['dataset']} ({r['data_source']}), {archs}, "
             f"{int(r['epochs'])} training epochs, {int(r['n_test'])} test images, seed {int(r['seed'])}, "
             f"measured on `{devices}` at commit `{commits}`.")
+
+
+# --- what accuracy costs (energy.csv / energy_layers.csv, written by the same simulations) ------------------------
+
+PAGE_METHODS = ("snn", "i-snn", "c-snn", "ic-snn")  # the paper's methods, shown as printed, beside the peers
+
+
+def shown_variants(results: pd.DataFrame) -> list[str]:
+    """The variants a page shows: the paper's four methods as printed, OPI, QCFS and the page's COS reading."""
+    return [printed_variant(results, m) for m in PAGE_METHODS] + ["opi", "qcfs", cos_variant(results)]
+
+
+def load_energy(results_dir: str | Path, results: pd.DataFrame, name: str = "energy.csv") -> pd.DataFrame:
+    """``energy.csv`` (or ``energy_layers.csv``) rows of the datasets and architectures in ``results``; an empty
+    frame when the run did not count energy (``--no-energy``, or made before counting existed)."""
+    path = Path(results_dir) / name
+    if not path.exists():
+        return pd.DataFrame()
+    rows = pd.read_csv(path)
+    return rows[rows["arch"].isin(results["arch"].unique()) & rows["dataset"].isin(results["dataset"].unique())]
+
+
+def energy_missing(results_dir: str | Path) -> str:
+    """What a page says when a results folder has no energy files, and how to get them."""
+    return (f"`{Path(results_dir) / 'energy.csv'}` is missing: this run did not count operations (it ran with "
+            "`--no-energy` or before counting existed). Fix: run `icsnn reproduce` for this profile again with the "
+            "same `--out`: it measures the points that lack energy rows.")
+
+
+def energy_tradeoff(energy: pd.DataFrame, variants: list[str] | None = None) -> pd.DataFrame:
+    """Accuracy against energy per image: one row per (arch, ANN, variant, T) at t = T (each T's own simulation)."""
+    rows = energy[energy["t"] == energy["T"]]
+    if variants is not None:
+        rows = rows[rows["variant"].isin(variants)]
+    cols = ["arch", "ann", "method", "variant", "T", "latency", "accuracy", "ann_accuracy", "energy_per_image_uj",
+            "ann_energy_per_image_uj", "energy_ratio", "sops_per_image", "macs_per_image", "firing_rate"]
+    return rows[cols].sort_values(["arch", "ann", "variant", "T"]).reset_index(drop=True)
+
+
+def energy_at(trade: pd.DataFrame, Ts: tuple[int, ...] = (8, 32)) -> pd.DataFrame:
+    """Each method's energy per image relative to its ANN's (SNN / ANN) at the given T, wide."""
+    rows = trade[trade["T"].isin(Ts)]
+    return rows.pivot_table(index=["arch", "ann", "method"], columns="T", values="energy_ratio", sort=False).round(3)
+
+
+def cost_to_reach(trade: pd.DataFrame, within: tuple[float, ...] = (1.0, 0.1)) -> pd.DataFrame:
+    """The smallest T of the grid at which each method comes within ``within`` points of its ANN, with its latency
+    and energy per image (absolute and relative to the ANN); empty cells where no T of the grid reached it.
+
+    Only t = T readings count (an IC-SNN horizon calibrated for T is not the method at t < T), so the answer is
+    as coarse as the profile's T grid."""
+    out = []
+    for (arch, ann, method, variant), g in trade.groupby(["arch", "ann", "method", "variant"], sort=False):
+        g = g.sort_values("T")
+        for w in within:
+            hit = g[g["accuracy"] >= g["ann_accuracy"] - w]
+            first = hit.iloc[0] if len(hit) else None
+            out.append({"arch": arch, "ann": ann, "method": method, "within (points)": w,
+                        "T": int(first["T"]) if first is not None else None,
+                        "latency": int(first["latency"]) if first is not None else None,
+                        "energy per image (uJ)": round(float(first["energy_per_image_uj"]), 4) if first is not None else None,
+                        "energy / ANN's": round(float(first["energy_ratio"]), 3) if first is not None else None})
+    return pd.DataFrame(out)
+
+
+def firing_rates(layers: pd.DataFrame, variants: list[str], T: int | None = None) -> pd.DataFrame:
+    """Per-layer firing rate (spikes per neuron per step) of ``variants`` at t = T, IF layers only; T defaults to
+    8, or the smallest T measured above it."""
+    rows = layers[(layers["variant"].isin(variants)) & (layers["layer"] > 0) & (layers["t"] == layers["T"])]
+    if T is None:
+        Ts = sorted(rows["T"].unique())
+        T = next((x for x in Ts if x >= 8), Ts[-1] if Ts else None)
+    rows = rows[rows["T"] == T]
+    return rows[["arch", "ann", "method", "variant", "T", "layer", "layer_name", "neurons", "firing_rate",
+                 "sops_per_image"]].reset_index(drop=True)
+
+
+def plot_energy_tradeoff(trade: pd.DataFrame):
+    """Accuracy against energy per image (log scale), one line per method with a marker at each T, one panel per
+    (arch, ANN); the ANN is the black star."""
+    import seaborn as sns
+
+    grid = sns.relplot(data=trade, x="energy_per_image_uj", y="accuracy", hue="method", style="method", markers=True,
+                       dashes=False, row="arch", col="ann", kind="line", sort=False, height=3.8, aspect=1.3,
+                       facet_kws={"sharex": False})
+    for (arch, ann), ax in grid.axes_dict.items():
+        ref = trade[(trade["arch"] == arch) & (trade["ann"] == ann)]
+        if len(ref):
+            ax.plot(ref["ann_energy_per_image_uj"].iloc[0], ref["ann_accuracy"].iloc[0], "k*", ms=14, label="ANN")
+            ax.set_title(f"{arch}, {ann.upper()} ANN")
+    grid.set(xscale="log")
+    grid.set_axis_labels("estimated energy per image (uJ)", "test accuracy (%)")
+    return grid
+
+
+def plot_firing_rates(rates: pd.DataFrame):
+    """Firing rate per IF layer, one line per variant, one panel per (arch, ANN)."""
+    import seaborn as sns
+
+    grid = sns.relplot(data=rates, x="layer", y="firing_rate", hue="method", col="ann", row="arch", kind="line",
+                       marker="o", height=3.5, aspect=1.4, facet_kws={"sharey": False, "sharex": False})
+    grid.set_axis_labels("IF layer", "spikes per neuron per step")
+    return grid

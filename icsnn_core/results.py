@@ -3,6 +3,8 @@
 ``results.csv``: one row per (model, method with its options, T) with accuracy at t = T.
 ``curves.csv``: the accuracy at every t <= T of the same runs (same key columns plus ``t``; ``latency``
 there is t plus any pre-simulation steps).
+``energy.csv``: the operations and estimated energy per image at every t <= T of the same simulations
+(:mod:`icsnn_core.energy`); ``energy_layers.csv``: the same per source layer, at t = T only.
 """
 from __future__ import annotations
 
@@ -33,6 +35,14 @@ RESULT_COLUMNS = (
 KEY_COLUMNS = ("profile", "dataset", "arch", "width", "bn", "ann", "levels", "epochs", "recipe", "variant", "threshold_quantile",
                "threshold_values", "threshold_images", "coding", "T", "n_test", "seed")
 CURVE_COLUMNS = KEY_COLUMNS[:10] + ("method",) + KEY_COLUMNS[10:] + ("latency", "t", "accuracy", "ann_accuracy")
+PROVENANCE_COLUMNS = ("device", "git_commit", "torch_version", "icsnn_version", "python_version", "timestamp")
+_OPS = ("spikes_per_image", "firing_rate", "sops_per_image", "macs_per_image", "presim_sops_per_image",
+        "presim_macs_per_image", "energy_per_image_uj")
+_COSTS = ("e_mac_pj", "e_ac_pj")
+ENERGY_COLUMNS = CURVE_COLUMNS + _OPS + ("ann_macs_per_image", "ann_energy_per_image_uj", "energy_ratio") + _COSTS \
+    + PROVENANCE_COLUMNS
+ENERGY_LAYER_COLUMNS = CURVE_COLUMNS[:-2] + ("layer", "layer_name", "neurons", "synapses") + _OPS + _COSTS \
+    + PROVENANCE_COLUMNS
 
 
 def git_commit() -> str:

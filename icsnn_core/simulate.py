@@ -10,7 +10,8 @@ cache and run faster than one huge folded batch (measured in benchmarks/speed.py
 """
 from __future__ import annotations
 
-from typing import Literal
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from tqdm import tqdm
 from .data import Split, batches
 from .errors import ConfigError
 from .neuron import neurons, reset, set_mode
+
+if TYPE_CHECKING:
+    from .energy import EnergyMeter
 
 Coding = Literal["direct", "rate"]
 CODINGS = ("direct", "rate")
@@ -137,19 +141,29 @@ def ann_accuracy(model: nn.Module, split: Split, *, batch_size: int = 256, devic
 
 
 def accuracy_curve(model: nn.Module, split: Split, T: int, *, coding: Coding = "direct", batch_size: int = 256,
-                   max_fold: int | None = None, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False) -> np.ndarray:
-    """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split``."""
+                   max_fold: int | None = None, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False,
+                   energy: "EnergyMeter | None" = None) -> np.ndarray:
+    """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split``.
+
+    With ``energy`` (an :class:`icsnn_core.energy.EnergyMeter` built for this model) the same simulation also
+    counts spikes and synaptic operations at every step; they are in ``energy.record`` afterwards."""
     T = validate_T(T)
     check_split(split)
     model.eval().to(device)
     g = torch.Generator().manual_seed(seed)
     correct = torch.zeros(T, dtype=torch.long)
-    for x, y in tqdm(batches(split, batch_size, device=device), total=-(-len(split) // batch_size),
-                     desc=f"simulate T={T}", disable=not progress, leave=False):
-        reset(model)
-        out = simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g)
-        check_labels(y, out.shape[-1])
-        pred = out.cumsum(0).argmax(-1)  # [T, B]
-        correct += (pred == y.unsqueeze(0)).sum(1).cpu()
+    if energy is not None and energy.coding != coding:
+        raise ConfigError(f"the EnergyMeter counts {energy.coding} coding but the simulation uses {coding}. Fix: "
+                          f"EnergyMeter(model, input_shape, coding={coding!r})")
+    with energy.recording(model) if energy is not None else nullcontext():
+        for x, y in tqdm(batches(split, batch_size, device=device), total=-(-len(split) // batch_size),
+                         desc=f"simulate T={T}", disable=not progress, leave=False):
+            reset(model)
+            out = simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g)
+            check_labels(y, out.shape[-1])
+            pred = out.cumsum(0).argmax(-1)  # [T, B]
+            correct += (pred == y.unsqueeze(0)).sum(1).cpu()
+            if energy is not None:
+                energy.collect(model, len(y))
     reset(model)
     return correct.numpy() * 100.0 / len(split)

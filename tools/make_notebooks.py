@@ -216,6 +216,49 @@ plt.show()''', ["hide-input"]),
     ("code", '''rows.pivot_table(index=["arch", "method shown"], columns="latency", values="accuracy", sort=False).round(2)''',
      ["hide-input"])])
 
+nb("energy", "What accuracy costs",
+   "An SNN is converted to run cheaper than its ANN. This page sets each method's accuracy against an estimate "
+   "of the arithmetic energy per test image, E = MACs x E_MAC + SOPs x E_AC, counted during the same "
+   "simulations that give the accuracy curves (`icsnn_core.energy`). E_MAC = 4.6 pJ and E_AC = 0.9 pJ are the "
+   "45 nm figures of M. Horowitz, \"Computing's energy problem (and what we can do about it)\", ISSCC 2014, the "
+   "convention of the conversion literature. **This is an estimate of arithmetic energy, not a hardware "
+   "measurement**: memory traffic, membrane updates and biases are not counted.\n\n"
+   "What is counted, per image: a spike costs one accumulate (a synaptic operation, SOP) on each of its outgoing "
+   "synapses, counted exactly from the layer shapes (padding and stride included; average pooling folded into "
+   "the next layer; the output layer counts too). Under direct coding the first layer receives the analog image "
+   "at every step, so its operations are MACs at every step; under rate coding the input spikes cost SOPs. COS "
+   "pays for its rho pre-simulation steps: the first layer's MACs and the SOPs into the pre-simulated neurons of "
+   "those steps are counted once more, and COS is read at its latency T + rho. The ANN does one MAC per "
+   "synapse per image. IC-SNN's calibration runs once before deployment and is not counted per image.",
+   [("code", '''energy = report.load_energy(results_dir, results)
+layers = report.load_energy(results_dir, results, "energy_layers.csv")
+trade = report.energy_tradeoff(energy, report.shown_variants(results)) if len(energy) else energy
+if len(trade):
+    report.plot_energy_tradeoff(trade)
+    plt.show()
+else:
+    display(Markdown(report.energy_missing(results_dir)))''', ["hide-input"]),
+    ("md", "Each marker is one T of the profile's grid (read at t = T); further right costs more. The ANN's "
+           "energy is its MACs x 4.6 pJ. Each method's energy per image relative to its ANN's, at T = 8 and 32:"),
+    ("code", '''report.energy_at(trade, (8, 32)) if len(trade) else Markdown(report.energy_missing(results_dir))''',
+     ["hide-input"]),
+    ("md", "## What it takes to come close to the ANN\n\nThe smallest T of the grid at which each method comes "
+           "within 1 point (and 0.1 point) of its ANN's accuracy, with the latency and the energy per image it "
+           "needs there (empty where no T of the grid reached it):"),
+    ("code", '''report.cost_to_reach(trade) if len(trade) else Markdown(report.energy_missing(results_dir))''',
+     ["hide-input"]),
+    ("md", "## Is IC-SNN's better start bought with more spikes?\n\nFiring rate (spikes per neuron per step) of "
+           "each IF layer for plain conversion and IC-SNN (as printed) at a low T:"),
+    ("code", '''rates = report.firing_rates(layers, [report.printed_variant(results, m) for m in ("snn", "ic-snn")]) if len(layers) else layers
+if len(rates):
+    report.plot_firing_rates(rates)
+    plt.show()
+    display(rates.pivot_table(index=["arch", "ann", "layer", "layer_name"], columns="method", values="firing_rate",
+                              sort=False).round(4))
+else:
+    display(Markdown(report.energy_missing(results_dir)))''', ["hide-input"])],
+   provenance="report.provenance_table(energy if len(energy) else results)")
+
 nb("provenance", "Provenance of every number",
    "Each row of every table and figure in this book comes from a results file written by `icsnn reproduce`; "
    "every row of that file records the profile, the data copy, the model, the device, the git commit and the "
