@@ -165,8 +165,8 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):  # weights_only refused a class: a whole pickled module (torch.save(model))
             raise CheckpointError(
-                f"{path} holds a whole pickled model (torch.save(model)), which is not loaded: unpickling it could "
-                "run any code. Fix: save its weights with torch.save(model.state_dict(), path), then either use the "
+                f"cannot read checkpoint {path}: it names Python classes or functions, as a whole pickled model "
+                "(torch.save(model)) does, and unpickling it could run any code. Fix: save its weights with torch.save(model.state_dict(), path), then either use the "
                 "Python API (model.load_state_dict(torch.load(path, weights_only=True)); snn = icsnn_core.convert("
                 "model)) or the command line with --model file.py:ClassName --checkpoint path") from e
         raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}). Fix: retrain it") from e
