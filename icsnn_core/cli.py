@@ -20,7 +20,7 @@ from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA, neurons
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
-from .train import RECIPES, ModelSpec, TrainConfig, load_model, load_weights, recipe, train
+from .train import RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, load_weights, recipe, train
 
 DESCRIPTION = """\
 ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers
@@ -207,13 +207,17 @@ def _run(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
     if args.model:
         _check_fits(model, data, args.model)
+    if ckpt is not None:
+        check_image_shape(ckpt, data, args.checkpoint)
     opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
                 granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations,
                 shift=args.shift)
     # each method takes the options it reads (the others are shared command-line defaults, not choices)
     methods = [Method.make(name, **{k: opts[k] for k in option_names(name, args.init)}) for name in args.methods]
     base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": arch,
-            "width": width, "bn": bn, "epochs": ckpt["epoch"] if ckpt is not None else None}
+            "width": width, "bn": bn, "epochs": ckpt["epoch"] if ckpt is not None else None,
+            # written before recipes had names: the paper's; a bare state_dict: trained outside icsnn, no recipe
+            "recipe": ckpt["train"].get("recipe", "paper") if ckpt is not None else None}
     conversion = Conversion(args.quantile, args.threshold_values, args.threshold_images, args.coding)
     evaluate_methods(model, data, methods, args.T, conversion=conversion, out_dir=args.out, base=base,
                      n_test=args.n_test, batch_size=args.batch_size, max_fold=args.max_fold, device=device,

@@ -49,7 +49,7 @@ def write_spike_measurements(model: nn.Module, data: Dataset, out: Path, base: d
     """Figs. 6 and 7 on a converted model whose thresholds are set: first-spike times and layer outputs."""
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=coding, seed=seed)
     prov = provenance(device)
-    base = {**{k: base[k] for k in ("profile", "dataset", "arch", "width", "bn", "epochs")},
+    base = {**{k: base.get(k) for k in ("profile", "dataset", "arch", "width", "bn", "epochs", "recipe")},
             "device": prov["device"], "git_commit": prov["git_commit"]}
     images = data.test.subset(n_images)
     image_shape = tuple(data.train.x.shape[1:])

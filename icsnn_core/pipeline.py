@@ -228,7 +228,7 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
         with times.stage(f"train {name}"):
             model = train(spec, data, cfg, ckpt, device=device, progress=progress)
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
-                "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs}
+                "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs, "recipe": cfg.recipe}
 
         def spike_figures(snn: nn.Module, arch: str = spec.arch, base: dict[str, object] = base) -> None:
             # the paper's Figs. 6-7 are on the ReLU ANN; they take seconds, so they come before the methods

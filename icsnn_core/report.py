@@ -177,7 +177,7 @@ def provenance_table(results: pd.DataFrame) -> pd.DataFrame:
     """Where the numbers come from: one row per distinct (profile, data, model, device, commit, versions).
 
     Also takes the rows of a figure's file (first_spike.csv, layer_outputs.csv), which carry fewer columns."""
-    cols = ["profile", "dataset", "data_source", "arch", "width", "ann", "epochs", "n_test", "seed", "device",
+    cols = ["profile", "dataset", "data_source", "arch", "width", "ann", "epochs", "recipe", "n_test", "seed", "device",
             "git_commit", "torch_version", "icsnn_version"]
     return results[[c for c in cols if c in results]].drop_duplicates().reset_index(drop=True)
 

@@ -24,15 +24,15 @@ from .errors import ConfigError
 from .files import atomic_write_text
 
 RESULT_COLUMNS = (
-    "profile", "dataset", "data_source", "arch", "width", "bn", "ann", "levels", "epochs", "method", "variant",
+    "profile", "dataset", "data_source", "arch", "width", "bn", "ann", "levels", "epochs", "recipe", "method", "variant",
     "init", "compensation", "residual", "granularity", "calib_images", "rho", "iterations", "shift",
     "threshold_quantile", "threshold_values", "threshold_images", "coding",
     "T", "latency", "accuracy", "ann_accuracy", "n_test", "seed",
     "device", "git_commit", "torch_version", "icsnn_version", "python_version", "timestamp",
 )
-KEY_COLUMNS = ("profile", "dataset", "arch", "width", "bn", "ann", "levels", "epochs", "variant", "threshold_quantile",
+KEY_COLUMNS = ("profile", "dataset", "arch", "width", "bn", "ann", "levels", "epochs", "recipe", "variant", "threshold_quantile",
                "threshold_values", "threshold_images", "coding", "T", "n_test", "seed")
-CURVE_COLUMNS = KEY_COLUMNS[:9] + ("method",) + KEY_COLUMNS[9:] + ("latency", "t", "accuracy", "ann_accuracy")
+CURVE_COLUMNS = KEY_COLUMNS[:10] + ("method",) + KEY_COLUMNS[10:] + ("latency", "t", "accuracy", "ann_accuracy")
 
 
 def git_commit() -> str:

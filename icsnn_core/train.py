@@ -217,6 +217,26 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any] | 
     return ckpt
 
 
+# the image shape of each built-in dataset: what a checkpoint written before it stored its own was trained on
+_NATIVE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "fashion-mnist": (1, 28, 28)}
+
+
+def check_image_shape(ckpt: dict[str, Any], data: Dataset, where: str | os.PathLike = "the checkpoint") -> None:
+    """Refuse images of another shape than the ANN was trained on: a model with adaptive pooling would accept
+    them and every number measured on it would silently be wrong."""
+    trained = ckpt.get("image_shape") or _NATIVE_SHAPES.get(ckpt.get("dataset"))
+    given = tuple(data.train.x.shape[1:])
+    for part, split in (("train", data.train), ("test", data.test)):
+        shape = tuple(split.x.shape[1:])
+        if trained is not None and shape != tuple(trained):
+            raise ConfigError(f"the {part} images of {data.name} are {'x'.join(map(str, shape))} (channels x height x "
+                              f"width) but {where} was trained on {'x'.join(map(str, trained))}. Fix: use images of "
+                              "the size the model was trained on (resize them), or train a model on these")
+        if shape != given:
+            raise ConfigError(f"the test images of {data.name} are {'x'.join(map(str, shape))} but its training images "
+                              f"are {'x'.join(map(str, given))}. Fix: give both splits images of one size")
+
+
 def spec_of(ckpt: dict[str, Any]) -> ModelSpec:
     s = dict(ckpt["spec"])
     s.setdefault("init_lambda", 8.0)  # checkpoints written before the field existed started QCFS's lambda at 8
@@ -360,6 +380,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     ema_saved: tuple[dict[str, torch.Tensor], int] | None = None
     if path.exists():
         ckpt = load_checkpoint(path)
+        check_image_shape(ckpt, data, path)  # the likelier cause when the data's statistics differ too
         # through spec_of, a checkpoint written before a field existed compares with the value it was trained with
         stored = {"spec": _recipe_spec(spec_of(ckpt)), "train": {**_LEGACY_TRAIN, **ckpt["train"]},
                   "dataset": ckpt["dataset"]}
@@ -427,7 +448,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
                         "threads": torch.get_num_threads() if torch.device(device).type == "cpu" else ""})
         if distributed.is_main():  # one writer: the ranks hold the same weights
             extra = {"ema": {k: v.detach().cpu() for k, v in ema.state.items()}, "ema_updates": ema.updates} if ema else {}
-            atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "epoch": epoch + 1,
+            atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "image_shape": list(data.train.x.shape[1:]),
+                         "epoch": epoch + 1,
                          "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                          "optimizer": opt.state_dict(),
                          "generator": gen.get_state(), "history": history, **extra}, path)

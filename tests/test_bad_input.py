@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +43,27 @@ def _broken(checkpoint: Path, tmp: Path, how: str) -> Path:
     return path
 
 
-def _image_folder(root: Path, corrupt: bool) -> Path:
+def _image_folder(root: Path, corrupt: bool, size: int = 32) -> Path:
     rng = np.random.default_rng(0)
     for part in ("train", "test"):
         for cls in CIFAR10_CLASSES:
             (root / part / cls).mkdir(parents=True)
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / part / cls / "0.png")
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / part / cls / "0.png")
     if corrupt:
         (root / "test" / "cat" / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     return root
+
+
+def _cifar_checkpoint(tmp: Path) -> Path:
+    """A ResNet20 trained for one epoch on 32x32 made-up CIFAR-10 images (it ends in adaptive pooling, so it would
+    take images of any size)."""
+    from icsnn_core.data import load_dataset
+
+    data = load_dataset("cifar10", _image_folder(tmp / "imgs32", corrupt=False))
+    path = tmp / "cifar.pt"
+    spec = ModelSpec("resnet20", 0.0625, mean=data.mean, std=data.std)
+    train(spec, data, TrainConfig(epochs=1, batch_size=16, augment=False, milestones=()), path, progress=False)
+    return path
 
 
 def _case(name: str, tmp: Path, checkpoint: Path) -> tuple[list[str], str]:
@@ -102,6 +116,9 @@ def _case(name: str, tmp: Path, checkpoint: Path) -> tuple[list[str], str]:
         "results with foreign columns": ([*evaluate[:-3], "--out", str(tmp / "theirs"), "--quiet"],
                                          "columns icsnn does not write"),
         "results not UTF-8": ([*evaluate[:-3], "--out", str(tmp / "latin1"), "--quiet"], "is not UTF-8 text"),
+        "images of another size": (["evaluate", "--checkpoint", str(_cifar_checkpoint(tmp)), "--dataset", "cifar10",
+                                    "--data-root", str(_image_folder(tmp / "imgs16", corrupt=False, size=16)), *out],
+                                   "are 3x16x16 (channels x height x width) but"),
     }
     return cases[name]
 
@@ -112,7 +129,7 @@ CASES = ["T too large", "T zero", "quantile above 1", "unknown method", "qcfs on
          "width zero", "epochs zero", "lambda quantile above 1", "checkpoint of another recipe", "cuda without a GPU",
          "unknown device", "cifar without data", "cifar folder missing", "corrupt image in a folder", "junk archive",
          "fashion-mnist missing", "profile without data", "profile with no matching model", "out is a file",
-         "results with foreign columns", "results not UTF-8"]
+         "results with foreign columns", "results not UTF-8", "images of another size"]
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -139,6 +156,28 @@ def test_bad_input_gets_one_clear_error_and_changes_nothing(name, checkpoint, tm
     after = _snapshot(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing that existed was changed
     assert checkpoint.read_bytes() == good
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(checkpoint, tmp_path, capsys):
+    """--out on a read-only file system (root writes through file modes, so a mode alone proves nothing as root)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a read-only file system here: {mounted.stderr.decode().strip()}")
+    else:
+        ro.chmod(0o555)
+    try:
+        args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "digits", "--out", str(ro / "out"), "--quiet"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"--out {ro / 'out'} is not a writable folder (Read-only file system" in err or "Permission" in err, err
+        assert "Fix: pass a folder you can write to" in err and "Traceback" not in err
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(ro)], check=True)
+    assert not (ro / "out").exists()
 
 
 def test_library_calls_refuse_silent_wrong_numbers():
@@ -168,3 +207,16 @@ def test_library_calls_refuse_silent_wrong_numbers():
         next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight.fill_(math.nan)
     with pytest.raises(ConfigError, match=r"NaN or infinite values at net\.2"):  # the built-in keeps its module names
         balance_thresholds(model, Split(torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 1.0), images=4)
+
+
+def test_a_finished_checkpoint_is_not_reused_on_images_of_another_size(tmp_path):
+    """reproduce reuses a finished checkpoint through train(): images of another size are refused there too."""
+    from icsnn_core.data import load_dataset
+    from icsnn_core.errors import ConfigError
+
+    path = _cifar_checkpoint(tmp_path)
+    assert torch.load(path, weights_only=True)["image_shape"] == [3, 32, 32]
+    small = load_dataset("cifar10", _image_folder(tmp_path / "imgs16", corrupt=False, size=16))
+    spec = ModelSpec("resnet20", 0.0625, mean=small.mean, std=small.std)
+    with pytest.raises(ConfigError, match="are 3x16x16 .* but .*cifar.pt was trained on 3x32x32"):
+        train(spec, small, TrainConfig(epochs=1, batch_size=16, augment=False, milestones=()), path, progress=False)

@@ -23,6 +23,7 @@ def test_ci_profile_writes_every_method_reading_and_T(ci_run):
         assert (r["threshold_values"] == "lambda") == (r["ann"] == "qcfs")
         assert 0.0 <= float(r["accuracy"]) <= 100.0 and float(r["ann_accuracy"]) > 90.0
         assert r["git_commit"] and r["device"].startswith("cpu") and r["torch_version"]
+        assert (r["epochs"], r["recipe"]) == ("30", "paper")  # how the ANN was trained: the ci profile's recipe
     paper = {"snn", "i-snn", "c-snn", "ic-snn"}
     assert set(by_method) == {("relu", m) for m in (*paper, "opi", "cos")} | {("qcfs", m) for m in (*paper, "qcfs", "cos")}
     assert by_method[("relu", "cos")] == {"cos[rho=4,iterations=1,shift=authors]", "cos[rho=4,iterations=2,shift=authors]",

@@ -459,3 +459,9 @@ def test_cli_trains_with_a_named_recipe_and_overrides(tmp_path):
     assert (t["recipe"], t["schedule"], t["epochs"], t["batch_size"], t["lambda_quantile"], t["ema"]) == \
         ("fast", "onecycle", 2, 256, None, 0.0)
     assert path.with_name("q.pt.log.csv").read_text().count("\n") == 3  # header and two epochs
+    # evaluated, its rows say which recipe trained it (and are not confused with a paper-recipe twin's)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(path), "--dataset", "digits", "--methods", "qcfs", "--T", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    from icsnn_core.results import read_rows
+    assert [(r["epochs"], r["recipe"]) for r in read_rows(out / "results.csv")] == [("2", "fast")]
