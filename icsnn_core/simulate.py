@@ -86,7 +86,7 @@ def check_thresholds(model: nn.Module) -> None:
         warnings.warn("simulating neurons whose thresholds were never set (V_th is still the constructor's 1.0). Fix: "
                       "icsnn_core.balance_thresholds(snn, train_data) on a ReLU ANN, "
                       "icsnn_core.convert.thresholds_from_lambda(snn) on a QCFS ANN, or IFNeuron.set_threshold(v) "
-                      "by hand", ThresholdWarning, stacklevel=3)
+                      "by hand", ThresholdWarning, stacklevel=4)  # past simulate and its no_grad wrapper
 
 
 def check_split(split: Split) -> None:
