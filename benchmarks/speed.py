@@ -65,7 +65,7 @@ def random_snn(arch: str, width: float, device: str, seed: int = 0) -> nn.Module
     for h in hooks:
         h.remove()
     for k, (_, n) in enumerate(neurons(model)):
-        n.threshold.fill_(max(acts[k], 1e-3) * 0.5)  # half the max: plenty of spikes everywhere
+        n.set_threshold(max(acts[k], 1e-3) * 0.5)  # half the max: plenty of spikes everywhere
     return model
 
 

@@ -9,8 +9,8 @@ digits-cnn), :mod:`.train` (ANN training), :mod:`.convert` (BN folding, ReLU -> 
 """
 from .calibration import coding_compensation, data_based_init, weight_based_init
 from .convert import balance_thresholds, convert
-from .data import Dataset, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, IcsnnError
+from .data import Dataset, Split, as_split, load_dataset
+from .errors import CalibrationWarning, CheckpointError, ConfigError, DataError, IcsnnError, ThresholdWarning
 from .methods import METHODS, Method
 from .models import build_model
 from .neuron import IFNeuron, neurons, set_mode
@@ -20,8 +20,9 @@ from .train import RECIPES, ModelSpec, TrainConfig, load_model, recipe, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DataError", "Dataset", "IFNeuron", "IcsnnError", "METHODS", "Method",
-    "ModelSpec", "RECIPES", "TrainConfig", "accuracy_curve", "ann_accuracy", "balance_thresholds", "build_model",
+    "CalibrationWarning", "CheckpointError", "ConfigError", "DataError", "Dataset", "IFNeuron", "IcsnnError",
+    "METHODS", "Method", "ModelSpec", "RECIPES", "Split", "ThresholdWarning", "TrainConfig", "accuracy_curve",
+    "ann_accuracy", "as_split", "balance_thresholds", "build_model",
     "coding_compensation", "convert", "data_based_init", "load_dataset", "load_model", "neurons", "recipe", "set_mode",
     "simulate", "train", "weight_based_init", "__version__",
 ]

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .data import Split, batches
+from .data import DataLike, as_split, batches
 from .errors import ConfigError
 from .neuron import IFNeuron, neurons, recording, reset, set_mode
 from .simulate import Coding, simulate, validate_T
@@ -83,6 +83,10 @@ def weight_based_init(model: nn.Module, T: int, image_shape: tuple[int, ...],
     try:
         device = named[0].threshold.device
         model(torch.ones((1, *image_shape), device=device))
+    except RuntimeError as e:  # a shape the model's layers do not take
+        raise ConfigError(f"image_shape {tuple(image_shape)} does not fit the model ({str(e).splitlines()[0]}). Fix: "
+                          "pass the shape of one input without the batch dimension, e.g. (3, 32, 32), or leave it "
+                          "out and pass calibration data to read it from") from e
     finally:
         for h in hooks:
             h.remove()
@@ -91,7 +95,7 @@ def weight_based_init(model: nn.Module, T: int, image_shape: tuple[int, ...],
 
 
 @torch.no_grad()
-def residual_potentials(model: nn.Module, data: Split, T: int, *, residual: Residual = "raw",
+def residual_potentials(model: nn.Module, data: DataLike, T: int, *, residual: Residual = "raw",
                         granularity: Granularity = "layer", batch_size: int = 256, max_fold: int | None = None,
                         coding: Coding = "direct", device: str | torch.device = "cpu", seed: int = 0) -> list[torch.Tensor]:
     """Algorithm 2's measurement: each layer's mean residual potential v(T) after T steps from the current v(0).
@@ -101,6 +105,7 @@ def residual_potentials(model: nn.Module, data: Split, T: int, *, residual: Resi
     """
     T = validate_T(T)
     _check(residual, RESIDUALS, "residual")
+    data = as_split(data)
     named = [n for _, n in neurons(model)]
     sums: list[torch.Tensor | None] = [None] * len(named)
     counts: list[torch.Tensor | None] = [None] * len(named)
@@ -137,13 +142,13 @@ def _residual(n: IFNeuron, residual: Residual) -> tuple[torch.Tensor, torch.Tens
     return v, torch.ones_like(v)
 
 
-def data_based_init(model: nn.Module, data: Split, T: int, **kwargs) -> list[torch.Tensor]:
+def data_based_init(model: nn.Module, data: DataLike, T: int, **kwargs) -> list[torch.Tensor]:
     """Algorithm 2 (I-SNN): run the converted SNN from v(0) = 0 and return each layer's mean v(T)."""
     set_initial_potential(model, [0.0] * len(list(neurons(model))))
     return residual_potentials(model, data, T, **kwargs)
 
 
-def coding_compensation(model: nn.Module, data: Split | None, T: int, *, compensation: Compensation = "printed",
+def coding_compensation(model: nn.Module, data: DataLike | None, T: int, *, compensation: Compensation = "printed",
                         init: Literal["data", "weight", "none"] = "data", image_shape: tuple[int, ...] | None = None,
                         **kwargs) -> list[torch.Tensor]:
     """Algorithm 3: v(0) = comp in every layer, then ``final = init_mem(SNN) + comp``.

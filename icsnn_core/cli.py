@@ -3,21 +3,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+import torch
+from torch import nn
+
 from .calibration import COMPENSATIONS, GRANULARITIES, RESIDUALS
-from .data import DATASETS, load_dataset
+from .data import Dataset, dataset_name, load_dataset
 from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, EnergyCosts
 from .errors import ConfigError, IcsnnError
-from .methods import INITS, METHODS, SHIFTS, Method
-from .models import ARCHS
-from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA
+from .methods import INITS, METHODS, SHIFTS, Method, option_names
+from .models import ARCHS, load_user_model
+from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA, neurons
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
-from .train import RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, recipe, train
+from .train import RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, load_weights, recipe, train
 
 DESCRIPTION = """\
 ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers
@@ -26,12 +30,20 @@ ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58
   icsnn reproduce --profile ci --out runs/ci        # the whole pipeline on digits, ~2-3 min on a CPU
   icsnn train --dataset digits --arch digits-cnn --epochs 30 --checkpoint runs/digits.pt
   icsnn evaluate --checkpoint runs/digits.pt --dataset digits --methods snn ic-snn --T 4 8 16 --out runs/eval
+
+Your own model and data (the class is built with no arguments; its state_dict is the checkpoint):
+  icsnn evaluate --model mynet.py:Net --checkpoint net_state.pt --dataset mydata.npz --T 8 16 --out runs/mine
 """
+DATASET_HELP = ("digits (default, embedded), cifar10, cifar100, fashion-mnist, or your own: path/to/data.npz (arrays "
+                "x_train, y_train, x_test, y_test; images [N, C, H, W] or [N, H, W] as uint8 or floats in [0, 1]) or "
+                "a folder with train/<class>/ and test/<class>/ images")
+MODEL_HELP = ("your own model instead of --arch: path/to/file.py:ClassName or package.module:ClassName, built with no "
+              "arguments. This imports the file, so it runs your code, as `python file.py` would")
 
 
 def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     if dataset:
-        p.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset (default: digits, embedded)")
+        p.add_argument("--dataset", default="digits", help=DATASET_HELP)
     p.add_argument("--data-root", help="folder (or CIFAR-10 JPEG archive) holding the dataset; see README")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs internet)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N] (default: auto)")
@@ -84,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="Train an ANN; the checkpoint is written atomically each epoch and a rerun resumes.")
     _data_args(tp)
     tp.add_argument("--arch", choices=ARCHS, default="digits-cnn")
+    tp.add_argument("--model", help=MODEL_HELP)
     tp.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1)")
     tp.add_argument("--bn", action="store_true", help="batch norm after each conv (folded before conversion)")
     tp.add_argument("--activation", choices=ACTIVATIONS, default="relu",
@@ -115,7 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                         description="Convert a checkpoint's ANN to an SNN and measure each method at each T; "
                                     "rows are merged into OUT/results.csv and OUT/curves.csv.")
     _data_args(ep)
-    ep.add_argument("--checkpoint", required=True, type=Path)
+    ep.add_argument("--checkpoint", required=True, type=Path,
+                    help="an icsnn checkpoint, or with --model your model's state_dict (torch.save(model.state_dict()))")
+    ep.add_argument("--model", help=MODEL_HELP)
     ep.add_argument("--out", required=True, type=Path)
     ep.add_argument("--methods", nargs="+", default=["snn", "i-snn", "c-snn", "ic-snn"],
                     help=f"any of {', '.join(METHODS)} (default: the paper's four)")
@@ -178,25 +193,43 @@ def _run(args: argparse.Namespace) -> int:
                      augment=not args.no_augment and args.dataset in ("cifar10", "cifar100"), **given)
         if args.milestones is not None:
             cfg = replace(cfg, milestones=tuple(args.milestones))
-        spec = ModelSpec(args.arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std,
-                         args.activation, args.levels, args.init_lambda)
+        arch, activation, levels = args.arch, args.activation, args.levels
+        if args.model:  # the user's class: its own activations decide ReLU or QCFS
+            own = load_user_model(args.model)
+            _check_fits(own, data, args.model)
+            qcfs = [n for _, n in neurons(own) if n.activation == "qcfs"]
+            arch, activation, levels = args.model, "qcfs" if qcfs else "relu", qcfs[0].levels if qcfs else args.levels
+        spec = ModelSpec(arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std,
+                         activation, levels, args.init_lambda)
         train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress)
         print(f"wrote {args.checkpoint}")
         return 0
-    model, ckpt = load_model(args.checkpoint)
-    if ckpt["dataset"] != args.dataset:
-        raise ConfigError(f"checkpoint {args.checkpoint} was trained on {ckpt['dataset']}, not {args.dataset}. "
-                          f"Fix: pass --dataset {ckpt['dataset']}")
+    if args.model:
+        model = load_user_model(args.model)
+        ckpt = load_weights(model, args.checkpoint)
+        where, _, cls = args.model.rpartition(":")
+        arch, width, bn = f"{Path(where).name}:{cls}", None, any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                                 for m in model.modules())
+    else:
+        model, ckpt = load_model(args.checkpoint)
+        arch, width, bn = ckpt["spec"]["arch"], ckpt["spec"]["width"], ckpt["spec"]["bn"]
+    if ckpt is not None and ckpt["dataset"] != dataset_name(args.dataset):
+        raise ConfigError(f"checkpoint {args.checkpoint} was trained on {ckpt['dataset']}, not "
+                          f"{dataset_name(args.dataset)}. Fix: pass --dataset {ckpt['dataset']}")
     data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
-    check_image_shape(ckpt, data, args.checkpoint)
+    if args.model:
+        _check_fits(model, data, args.model)
+    if ckpt is not None:
+        check_image_shape(ckpt, data, args.checkpoint)
     opts = dict(init=args.init, compensation=args.compensation, residual=args.residual,
                 granularity=args.granularity, calib_images=args.calib_images, rho=args.rho, iterations=args.iterations,
                 shift=args.shift)
-    methods = [Method.make(name, **opts) for name in args.methods]
-    spec = ckpt["spec"]
-    base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": spec["arch"],
-            "width": spec["width"], "bn": spec["bn"], "epochs": ckpt["epoch"],
-            "recipe": ckpt["train"].get("recipe", "paper")}  # written before recipes had names: the paper's
+    # each method takes the options it reads (the others are shared command-line defaults, not choices)
+    methods = [Method.make(name, **{k: opts[k] for k in option_names(name, args.init)}) for name in args.methods]
+    base = {"profile": "custom", "dataset": data.name, "data_source": data.source, "arch": arch,
+            "width": width, "bn": bn, "epochs": ckpt["epoch"] if ckpt is not None else None,
+            # written before recipes had names: the paper's; a bare state_dict: trained outside icsnn, no recipe
+            "recipe": ckpt["train"].get("recipe", "paper") if ckpt is not None else None}
     conversion = Conversion(args.quantile, args.threshold_values, args.threshold_images, args.coding)
     evaluate_methods(model, data, methods, args.T, conversion=conversion, out_dir=args.out, base=base,
                      n_test=args.n_test, batch_size=args.batch_size, max_fold=args.max_fold, device=device,
@@ -207,10 +240,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fits(model: nn.Module, data: Dataset, ref: str) -> None:
+    """Refuse a user's model that does not take the dataset's inputs or has fewer outputs than it has classes."""
+    x = data.train.images(slice(0, 2))
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as e:  # noqa: BLE001 - the user's forward can fail in any way on inputs it does not take
+        raise ConfigError(f"--model {ref}: the model does not take the dataset's inputs shaped "
+                          f"{tuple(x.shape[1:])} ({type(e).__name__}: {e}). Fix: pass the model and dataset that "
+                          "belong together") from e
+    if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] >= data.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"--model {ref}: the model returns {shape} for a batch of 2, and the dataset has "
+                          f"{data.num_classes} classes. Fix: return logits shaped [batch, {data.num_classes}]")
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+                  line: str | None = None) -> None:
+    print(f"icsnn: warning: {message}", file=sys.stderr)  # one line, like the errors, without the source line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _run(args)
     except IcsnnError as e:
         print(f"icsnn: error: {e}", file=sys.stderr)
         return 2

@@ -3,39 +3,148 @@
 Paper Sec. 2.3 / 4.1.1: only threshold balancing is used; each layer's threshold ``V_th`` is a
 p-quantile (Rueckauer et al. 2017) or the maximum of that layer's ANN activations over training images.
 The conversion accepts the built-in models and a user's own ``nn.Module`` made of conv / linear / ReLU /
-average-pool / flatten / residual-add blocks (traced with ``torch.fx``).
+average-pool / flatten / residual-add blocks (traced with ``torch.fx``); it works on a copy.
 """
 from __future__ import annotations
 
+import copy
+import operator
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .data import Split, batches
+from .data import DataLike, as_split, batches
 from .errors import ConfigError
 from .neuron import IFNeuron, neurons, set_mode
 
 ThresholdValues = Literal["positive", "all"]
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
-_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_UNSUPPORTED_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-                        nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.ReLU6,
-                        nn.Hardswish, nn.Softmax, nn.LogSoftmax)
-_UNSUPPORTED_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.adaptive_max_pool2d, torch.sigmoid, torch.tanh, F.gelu,
-                          F.silu, F.leaky_relu, F.softmax, F.log_softmax, torch.softmax}
-_RELU_FUNCTIONS = {F.relu, torch.relu}
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+# what an SNN computes exactly on every time step: linear (or affine) maps of its input. Batch norm is folded
+# (or, in eval mode, affine); dropout is the identity in eval mode
+_LINEAR_MODULES = (*_WEIGHTED, *_BN, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                   nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Unflatten,
+                   nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.ZeroPad2d)
+_LINEAR_FUNCTIONS = {F.conv1d, F.conv2d, F.conv3d, F.linear, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+                     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.flatten, torch.cat,
+                     torch.concat, torch.stack, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
+                     torch.unsqueeze, torch.mean, torch.sum, torch.add, torch.sub, torch.chunk, torch.split,
+                     operator.add, operator.sub, operator.iadd, operator.isub, operator.neg, operator.pos,
+                     operator.getitem, getattr}
+_LINEAR_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "permute", "transpose", "t", "contiguous",
+                   "squeeze", "unsqueeze", "expand", "expand_as", "mean", "sum", "add", "add_", "sub", "sub_", "neg",
+                   "chunk", "split", "size", "dim", "numel", "clone", "to", "float", "double", "type_as"}
+# linear when at most one factor depends on the input (a weight, a buffer or a number times the input), and for a
+# division when the divisor does not
+_PRODUCTS = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div, torch.true_divide,
+             operator.matmul, torch.matmul, torch.mm, torch.bmm, "mul", "mul_", "div", "div_", "matmul"}
+_DIVISIONS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide, "div", "div_"}
+_RELU = {F.relu, torch.relu, torch.relu_, F.relu_, "relu", "relu_"}
+_CLAMPS = {torch.clamp, torch.clip, torch.clamp_min, "clamp", "clip", "clamp_", "clamp_min", "clamp_min_"}
+_ACTIVATIONS = ("sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu", "prelu", "relu6", "hardswish", "hardtanh",
+                "hardsigmoid", "mish", "softplus", "selu", "celu", "glu", "softsign", "logsigmoid", "threshold", "abs",
+                "clamp", "clip", "clamp_max", "sign", "exp", "log", "sqrt", "pow", "square")
+_REFUSALS = (  # (words in the op's name, the fix), the first match wins
+    (("maxpool", "max_pool"), "use average pooling (nn.AvgPool2d or F.avg_pool2d) instead of max pooling, and retrain"),
+    (("softmax",), "return the logits: the SNN's prediction is the arg-max of the output summed over time steps, "
+                   "which a softmax would change. Put the softmax in the loss (nn.CrossEntropyLoss holds it)"),
+    (("layernorm", "groupnorm", "instancenorm", "layer_norm", "group_norm", "instance_norm", "localresponse"),
+     "it divides by statistics of each input; use BatchNorm (folded into the conv/linear before it) or no "
+     "normalisation, and retrain"),
+    (_ACTIVATIONS, "an IF neuron represents a ReLU only: replace it with nn.ReLU (or icsnn_core.IFNeuron("
+                   "activation='qcfs'), the drop-in QCFS activation for low latency) and retrain"),
+)
+
+
+class _Tracer(fx.Tracer):
+    """Traces into a user's modules but keeps each IFNeuron as one node (its forward branches on its mode)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, IFNeuron) or super().is_leaf_module(m, qualname)
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        return fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
     except Exception as e:  # noqa: BLE001 - fx raises many kinds of errors on untraceable code
         raise ConfigError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}). Fix: build the model "
             "from modules without data-dependent control flow (conv/linear/ReLU/avg-pool/flatten/add)"
         ) from e
+
+
+def _op(node: fx.Node, mods: dict[str, nn.Module]) -> str:
+    """How a node reads in a message: ``F.relu``, ``Tensor.abs``, ``MaxPool2d module 'pool'``."""
+    if node.op == "call_module":
+        return f"{type(mods[node.target]).__name__} module {node.target!r}"
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    return getattr(node.target, "__name__", None) or str(node.target)
+
+
+def _clamp_is_relu(node: fx.Node) -> bool:
+    """``clamp(min=0)`` / ``clamp_min(0)`` with no maximum: a ReLU."""
+    args, kw = node.args[1:], node.kwargs
+    lo = args[0] if args else kw.get("min")
+    hi = None if node.target in (torch.clamp_min, "clamp_min", "clamp_min_") else (args[1] if len(args) > 1 else kw.get("max"))
+    return isinstance(lo, (int, float)) and not isinstance(lo, bool) and lo == 0 and hi is None
+
+
+def _refuse(node: fx.Node, mods: dict[str, nn.Module], why: str | None = None) -> ConfigError:
+    op = _op(node, mods)
+    key = op.lower().replace("tensor.", "")
+    fix = next((fix for words, fix in _REFUSALS if any(w in key for w in words)),
+               "build the model from conv / linear / average pooling / flatten / view / add / cat / batch norm / "
+               "dropout and ReLU only (ReLU may be nn.ReLU, F.relu, torch.relu, .relu() or clamp(min=0))")
+    return ConfigError(f"node {node.name!r} ({op}) {why or 'is neither a linear operation, a ReLU nor the output'}, "
+                       f"so integrate-and-fire neurons cannot compute it. Fix: {fix}")
+
+
+def relu_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    """The ReLUs of a traced model, in any spelling; refuse every node that is neither linear, a ReLU, an IF
+    neuron nor the output, naming it and the fix. Nodes that do not depend on the input (weights, shapes) pass."""
+    mods = dict(gm.named_modules())
+    on_input: set[fx.Node] = set()  # nodes whose value depends on the model's input
+    relus = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            on_input.add(node)
+            continue
+        if node.op in ("get_attr", "output") or not any(a in on_input for a in node.all_input_nodes):
+            continue  # constants (weights, buffers, shapes) and the output
+        kind = node.target if node.op != "call_module" else mods[node.target]
+        if node.op in ("call_method", "call_function") and kind in ("size", "dim", "numel") or (
+                kind is getattr and node.args[1:] and node.args[1] in ("shape", "ndim", "dtype", "device")):
+            continue  # a shape, not a value: not input-dependent in the sense that matters
+        on_input.add(node)
+        if node.op == "call_module":
+            if isinstance(kind, nn.ReLU):
+                relus.append(node)
+            elif not isinstance(kind, (IFNeuron, *_LINEAR_MODULES)):
+                raise _refuse(node, mods)
+            continue
+        if kind in _RELU:
+            relus.append(node)
+        elif kind in _CLAMPS:
+            if not _clamp_is_relu(node):
+                raise _refuse(node, mods, "clamps with a maximum or a bound other than 0 (only clamp(min=0), a ReLU, "
+                                          "is allowed)")
+            relus.append(node)
+        elif kind in _PRODUCTS:
+            factors = [a for a in node.args[:2] if isinstance(a, fx.Node) and a in on_input]
+            if len(factors) > 1 or (kind in _DIVISIONS and len(node.args) > 1 and node.args[1] in on_input):
+                raise _refuse(node, mods, "multiplies or divides two tensors that both depend on the input")
+        elif kind is F.dropout:
+            if node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True):
+                raise _refuse(node, mods, "is a dropout in training mode")
+        elif kind is F.pad:
+            if node.kwargs.get("mode", "constant") != "constant" or node.kwargs.get("value") not in (None, 0, 0.0):
+                raise _refuse(node, mods, "pads with something other than zeros")
+        elif kind not in _LINEAR_FUNCTIONS and kind not in _LINEAR_METHODS:
+            raise _refuse(node, mods)
+    return relus
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -69,49 +178,43 @@ def _fold_into(layer: nn.Module, bn: nn.Module) -> None:
 
 
 def check_supported(model: nn.Module) -> None:
-    """Raise a clear error for layers that have no exact spiking equivalent here (max-pool, sigmoid, ...)."""
-    for name, m in model.named_modules():
-        if isinstance(m, _UNSUPPORTED_MODULES):
-            raise ConfigError(f"layer {name!r} is {type(m).__name__}, which IF neurons cannot represent. Fix: use "
-                              "ReLU activations and AvgPool2d instead of max pooling, and retrain")
+    """Raise a clear error, naming the node and the fix, for any operation with no exact spiking equivalent."""
+    relu_nodes(_trace(model))
 
 
 def convert(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
-    """Prepare an ANN for conversion: fold batch norm and put an :class:`IFNeuron` in place of every ReLU.
+    """Return an SNN-ready copy of an ANN: batch norm folded and an :class:`IFNeuron` in place of every ReLU.
 
-    The result is still in ANN mode and computes exactly what ``model`` computed in eval mode. Built-in
-    models already use IF neurons; a user's model with ``nn.ReLU`` modules is changed in place, one with
-    functional or shared ReLUs is returned as a ``torch.fx.GraphModule`` with one neuron per call site.
+    ``model`` itself is left untouched. The copy is still in ANN mode and computes exactly what ``model``
+    computed in eval mode. Every operation of the model must be linear (conv, linear, average pooling,
+    flatten/view, adds, cat, batch norm, dropout), a ReLU in any spelling (``nn.ReLU``, ``F.relu``,
+    ``torch.relu``, ``.relu()``, ``clamp(min=0)``) or an IF neuron; anything else is refused naming the node.
+    A model whose ReLUs are ``nn.ReLU`` modules each used once keeps its class; one with functional or
+    shared ReLUs is returned as a ``torch.fx.GraphModule`` with one neuron per call site. Converting an
+    already converted model returns a copy with its thresholds and v(0).
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"convert needs a torch.nn.Module (the trained ANN), got {type(model).__name__}. Fix: pass "
                           "the model, e.g. icsnn_core.load_model(path)[0]")
-    model.eval()
-    check_supported(model)
+    model = copy.deepcopy(model).eval()  # the user's model keeps its weights, batch norms and ReLUs
+    relus = relu_nodes(_trace(model))  # refuse what cannot be converted before changing anything
     if fold_bn and any(isinstance(m, _BN) for m in model.modules()):
         fold_batchnorm(model)
-    gm = _trace(model)
-    mods = dict(gm.named_modules())
-    relu_nodes = []
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target in _UNSUPPORTED_FUNCTIONS:
-            raise ConfigError(f"{node.target.__name__} at {node.name!r} has no exact spiking equivalent. Fix: use "
-                              "ReLU and average pooling only, and retrain")
-        if ((node.op == "call_module" and isinstance(mods[node.target], nn.ReLU))
-                or (node.op == "call_function" and node.target in _RELU_FUNCTIONS)
-                or (node.op == "call_method" and node.target == "relu")):
-            relu_nodes.append(node)
-    if not relu_nodes:
+    if not relus:
         if not any(True for _ in neurons(model)):
-            raise ConfigError("the model has no ReLU and no IFNeuron, so there is nothing to convert")
-        return model.eval()
-    module_targets = [n.target for n in relu_nodes if n.op == "call_module"]
-    if len(module_targets) == len(relu_nodes) and len(set(module_targets)) == len(module_targets):
-        for target in module_targets:  # each ReLU module used once: swap it in place, keep the user's class
+            raise ConfigError("the model has no ReLU and no IFNeuron, so there is nothing to convert. Fix: use "
+                              "ReLU activations (nn.ReLU, F.relu, clamp(min=0)) or icsnn_core.IFNeuron")
+        return model
+    gm = _trace(model)
+    relus = relu_nodes(gm)
+    module_targets = [n.target for n in relus if n.op == "call_module"]
+    if len(module_targets) == len(relus) and len(set(module_targets)) == len(module_targets):
+        for target in module_targets:  # each ReLU module used once: swap it, keep the user's class
             model.set_submodule(target, IFNeuron())
-        return model.eval()
-    for i, node in enumerate(relu_nodes):  # functional or shared ReLUs: one new neuron per call site
-        name = f"if_neuron_{i}"
+        return model
+    taken = dict(gm.named_modules())
+    names = (f"if_neuron_{i}" for i in range(len(taken) + len(relus)) if f"if_neuron_{i}" not in taken)
+    for node, name in zip(relus, names):  # functional or shared ReLUs: one new neuron per call site
         gm.add_submodule(name, IFNeuron())
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(name, (node.args[0],))
@@ -181,23 +284,24 @@ def thresholds_from_lambda(model: nn.Module) -> list[float]:
     if not named or any(n.activation != "qcfs" for n in named):
         raise ConfigError("thresholds from lambda need an ANN trained with the QCFS activation (--activation qcfs)")
     for n in named:
-        n.threshold.copy_(n.lam_value().detach())
+        n.set_threshold(n.lam_value().detach())
     return [float(n.threshold) for n in named]
 
 
 @torch.no_grad()
-def balance_thresholds(model: nn.Module, data: Split, *, quantile: float = 0.99, images: int = 1000,
+def balance_thresholds(model: nn.Module, data: DataLike, *, quantile: float = 0.99, images: int = 1000,
                        values: ThresholdValues = "positive", batch_size: int = 128,
                        device: str | torch.device = "cpu", max_samples: int = 2 ** 22, seed: int = 0) -> list[float]:
     """Set each neuron's ``V_th`` to the ``quantile`` of its ANN activations over the first ``images`` images.
 
     ``values="positive"`` takes the quantile over non-zero activations (as snn_toolbox, Rueckauer et al.
-    2017, does); ``"all"`` includes the zeros. Returns the thresholds in neuron order.
+    2017, does); ``"all"`` includes the zeros. ``data`` (training images) is anything
+    :func:`icsnn_core.data.as_split` takes. Returns the thresholds in neuron order.
     """
     q = validate_quantile(quantile)
     if values not in ("positive", "all"):
         raise ConfigError(f"threshold values must be 'positive' or 'all', got {values!r}")
-    subset = data.subset(images)
+    subset = as_split(data).subset(images)
     named = list(neurons(model))
     if not named:
         raise ConfigError("the model has no IF neurons: call icsnn_core.convert(model) first")
@@ -235,6 +339,6 @@ def balance_thresholds(model: nn.Module, data: Split, *, quantile: float = 0.99,
         thr = obs.result()
         if not thr > 0:  # a layer that never fired on these images: any positive threshold is as good
             thr = obs.max if obs.max > 0 else 1.0
-        n.threshold.fill_(thr)
+        n.set_threshold(thr)
         thresholds.append(thr)
     return thresholds

@@ -21,7 +21,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Union
 
 import numpy as np
 import torch
@@ -35,11 +35,31 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 @dataclass
 class Split:
-    """One split: images ``x`` (``uint8`` or float, ``[N, C, H, W]``; ``x * scale`` is in [0, 1]) and labels."""
+    """One split: inputs ``x`` (``uint8`` or float; images ``[N, C, H, W]`` or feature vectors ``[N, F]``; for
+    images ``x * scale`` is in [0, 1]) and integer labels ``y``. Build one from your tensors with
+    :meth:`from_tensors`; every function that takes data also takes what :func:`as_split` accepts."""
 
     x: torch.Tensor
     y: torch.Tensor
     scale: float
+
+    @classmethod
+    def from_tensors(cls, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> "Split":
+        """A split from inputs and labels (tensors or numpy arrays). ``uint8`` inputs are read as 0..255 and
+        scaled by 1/255 (as images are stored); float inputs are taken as they are."""
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+        if x.dim() < 2 or len(x) != len(y):
+            raise ConfigError(f"inputs shaped {tuple(x.shape)} and labels shaped {tuple(y.shape)} do not pair up. "
+                              "Fix: pass x as [N, ...] (images [N, C, H, W] or features [N, F]) and y as [N] labels")
+        if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ConfigError(f"labels must be a 1-D tensor of integer class indices, got dtype {y.dtype} shaped "
+                              f"{tuple(y.shape)}. Fix: pass y as class indices, e.g. y.argmax(1).long() for one-hot labels")
+        if x.dtype == torch.uint8:
+            return cls(x, y.long(), 1 / 255)
+        if not x.is_floating_point():
+            raise ConfigError(f"inputs of dtype {x.dtype} are neither images in uint8 (0..255) nor floats. Fix: pass "
+                              "x.float() (values in [0, 1] for images) or uint8 pixels")
+        return cls(x, y.long(), 1.0)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -86,9 +106,40 @@ class Dataset:
 def channel_stats(split: Split, max_images: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of the first ``max_images`` images, in [0, 1] units."""
     x = split.images(slice(0, max_images)).double()
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    dims = (0, *range(2, x.dim()))  # every axis but the channels (the features of [N, F] inputs)
+    mean = x.mean(dim=dims)
+    std = x.std(dim=dims).clamp_min(1e-6)
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+DataLike = Union[Split, "torch.utils.data.Dataset", "torch.utils.data.DataLoader", tuple]
+
+
+def as_split(data: object) -> Split:
+    """The :class:`Split` that ``data`` holds: a Split as is; an ``(x, y)`` pair of tensors or arrays, a
+    ``TensorDataset``, any map-style dataset of ``(x, y)`` samples or a ``DataLoader`` over one are collected in
+    order (a shuffling loader's order is its first pass). Inputs are taken as :meth:`Split.from_tensors` does."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, Dataset):
+        raise ConfigError(f"got the whole dataset {data.name!r}; a split is needed. Fix: pass data.train (thresholds, "
+                          "calibration) or data.test (accuracy)")
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return Split.from_tensors(*data)
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        return Split.from_tensors(*data.tensors)
+    if isinstance(data, DataLoader) or (isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__")):
+        pairs = list(data) if isinstance(data, DataLoader) else [data[i] for i in range(len(data))]
+        if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+            raise ConfigError(f"{type(data).__name__} must yield (inputs, labels) pairs. Fix: return (x, y) from the "
+                              "dataset's __getitem__")
+        stack = torch.cat if isinstance(data, DataLoader) else torch.stack
+        return Split.from_tensors(stack([torch.as_tensor(p[0]) for p in pairs]),
+                                  stack([torch.as_tensor(p[1]) for p in pairs]))
+    raise ConfigError(f"cannot read data from a {type(data).__name__}. Fix: pass an icsnn_core.Split, an (x, y) pair "
+                      "of tensors, a torch TensorDataset or a DataLoader yielding (x, y) batches")
 
 
 # --- batching and augmentation -------------------------------------------------------------------
@@ -138,7 +189,90 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
         return load_cifar(name, root, download=download)
     if name == "fashion-mnist":
         return load_fashion_mnist(root or FASHION_MNIST_DIR)
-    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if is_data_path(name):
+        path = Path(name)
+        if not path.exists():
+            raise DataError(f"dataset {name} does not exist. Fix: check the path; a dataset of your own is an .npz "
+                            "file (x_train, y_train, x_test, y_test) or a folder with train/<class>/ and test/<class>/")
+        return load_npz(path) if path.is_file() else load_image_folder(path)
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or give the path of an .npz "
+                      "file or of an image folder with train/ and test/")
+
+
+def is_data_path(name: str) -> bool:
+    """Whether a dataset name is a user's file or folder rather than a built-in dataset."""
+    return name not in DATASETS and (name.endswith(".npz") or os.sep in name or "/" in name or Path(name).exists())
+
+
+def dataset_name(name: str) -> str:
+    """The name a dataset gets in results and checkpoints: a built-in's name, a user's file's or folder's stem."""
+    return Path(name.rstrip("/")).stem if is_data_path(name) else name
+
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """A user's dataset from an ``.npz`` file with arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+
+    Inputs are images ``[N, C, H, W]`` or ``[N, H, W]`` (one channel), or feature vectors ``[N, F]``, as ``uint8``
+    (0..255, scaled by 1/255) or floats in [0, 1]; labels are integer class indices 0..K-1. Read with
+    ``allow_pickle=False``: the file cannot run code."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - not a zip, truncated, an object array: all mean unreadable
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}). Fix: write it with "
+                        "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...) from numeric arrays") from e
+    missing = [k for k in NPZ_ARRAYS if k not in arrays]
+    if missing:
+        raise DataError(f"{path} lacks the arrays {', '.join(missing)} (it holds {', '.join(arrays) or 'none'}). Fix: "
+                        "save x_train, y_train, x_test and y_test with numpy.savez")
+    splits = []
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim == 3:
+            x = x[:, None]  # [N, H, W]: one channel
+        if x.ndim not in (2, 4) or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
+            raise DataError(f"{path}: x_{part} is shaped {arrays[f'x_{part}'].shape} and y_{part} {y.shape}. Fix: "
+                            "images [N, C, H, W] or [N, H, W] (or features [N, F]) and N integer labels, N >= 1")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise DataError(f"{path}: y_{part} must hold class indices 0..K-1 as integers, got dtype {y.dtype}"
+                            f"{'' if not np.issubdtype(y.dtype, np.integer) else f' from {y.min()}'}. Fix: store "
+                            "y.astype('int64')")
+        if x.dtype != np.uint8:
+            if not np.issubdtype(x.dtype, np.floating):
+                raise DataError(f"{path}: x_{part} has dtype {x.dtype}. Fix: store images as uint8 (0..255) or as "
+                                "floats in [0, 1]")
+            if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+                raise DataError(f"{path}: x_{part} holds values from {x.min():.3g} to {x.max():.3g}, outside [0, 1]. "
+                                "Fix: store the raw images in [0, 1] (or uint8) and normalise inside the model, e.g. "
+                                "a first layer that subtracts the mean (icsnn_core.models.Normalize)")
+            x = x.astype(np.float32)
+        splits.append(Split.from_tensors(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))))
+    if splits[0].x.shape[1:] != splits[1].x.shape[1:]:
+        raise DataError(f"{path}: train inputs are shaped {tuple(splits[0].x.shape[1:])}, test inputs "
+                        f"{tuple(splits[1].x.shape[1:])}. Fix: both splits must hold inputs of one shape")
+    classes = int(max(splits[0].y.max(), splits[1].y.max())) + 1
+    return Dataset(dataset_name(str(path)), splits[0], splits[1], classes, source=f"npz file {path.name}")
+
+
+def load_image_folder(folder: str | os.PathLike) -> Dataset:
+    """A user's dataset from ``folder/train/<class>/*`` and ``folder/test/<class>/*`` (.png or .jpg, one size);
+    classes are the sorted folder names. Grey images give one channel, others three (RGB)."""
+    folder = Path(folder)
+
+    def fail(what: str) -> DataError:
+        return DataError(f"image folder {folder}: {what}. Fix: lay it out as train/<class>/*.png and "
+                         "test/<class>/*.png (the same class folders in both), every image of one size")
+
+    if not ((folder / "train").is_dir() and (folder / "test").is_dir()):
+        raise fail("no train/ and test/ folders")
+    classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise fail("train/ holds no class folders")
+    return _read_image_folder(folder.name, folder, classes, fail)
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
@@ -234,25 +368,31 @@ def _cifar_from_pickles(name: str, folder: Path) -> Dataset:
 
 
 def _cifar_from_image_folder(name: str, folder: Path) -> Dataset:
-    from PIL import Image
-
     classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
     expected = 10 if name == "cifar10" else 100
     if len(classes) != expected:
         raise _missing(name, folder, f"train/ holds {len(classes)} class folders, expected {expected}")
-    splits, jpeg = [], False
+    return _read_image_folder(name, folder, classes, lambda what: _missing(name, folder, what), rgb=True)
+
+
+def _read_image_folder(name: str, folder: Path, classes: list[str], fail, rgb: bool = False) -> Dataset:
+    """Read train/ and test/ of an image folder; ``fail(what)`` makes the error for a missing part."""
+    from PIL import Image
+
+    splits, jpeg, mode = [], False, "RGB" if rgb else None
     for part in ("train", "test"):
         xs, ys = [], []
         for label, cls in enumerate(classes):
             d = folder / part / cls
             files = sorted(d.glob("*.jpg")) + sorted(d.glob("*.png")) if d.is_dir() else []
             if not files:
-                raise _missing(name, folder, f"{part}/{cls}/ is missing or holds no images")
+                raise fail(f"{part}/{cls}/ is missing or holds no images")
             jpeg |= any(f.suffix == ".jpg" for f in files)
             for f in files:
                 try:
                     with Image.open(f) as im:
-                        xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                        mode = mode or ("L" if im.mode in ("1", "L", "I", "I;16") else "RGB")  # the first image decides
+                        xs.append(np.asarray(im.convert(mode), dtype=np.uint8))
                 except (OSError, ValueError) as e:  # truncated, corrupt or not an image at all
                     raise DataError(f"{f} is not a readable image ({type(e).__name__}: {e}). Fix: replace or "
                                     "delete it, or re-extract the original archive") from e
@@ -261,13 +401,14 @@ def _cifar_from_image_folder(name: str, folder: Path) -> Dataset:
                                     f"{xs[0].shape[1]}x{xs[0].shape[0]}. Fix: every image of a dataset must have "
                                     "one size")
             ys += [label] * len(files)
-        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(np.stack(xs))
+        x = (x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)).contiguous()
         # folders hold one class after another; a fixed shuffle makes "the first n images" (threshold and
         # calibration images, a test subset) a class-balanced sample, as in the original interleaved batches
         order = torch.randperm(len(ys), generator=torch.Generator().manual_seed(0))
         splits.append(Split(x[order], torch.tensor(ys, dtype=torch.long)[order], 1 / 255))
     kind = "JPEG images (a lossy copy: accuracy runs below the original pixels')" if jpeg else "images"
-    return Dataset(name, splits[0], splits[1], expected, source=f"image folder {folder.name}/ of {kind}")
+    return Dataset(name, splits[0], splits[1], len(classes), source=f"image folder {folder.name}/ of {kind}")
 
 
 def _cifar_from_torchvision(name: str, root: Path) -> Dataset:

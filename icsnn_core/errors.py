@@ -15,3 +15,11 @@ class DataError(IcsnnError, FileNotFoundError):
 
 class CheckpointError(IcsnnError, ValueError):
     """A checkpoint does not match what it is loaded into."""
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration produced values that are known to make the SNN fail (e.g. a negative initial potential)."""
+
+
+class ThresholdWarning(UserWarning):
+    """An SNN is simulated with thresholds that were never set (balanced, taken from lambda, or set by hand)."""

@@ -146,3 +146,49 @@ def build_model(arch: str, num_classes: int, in_channels: int, width: float = 1.
         raise ConfigError(f"width must be > 0, got {width}. Fix: e.g. --width 0.25 for a quarter of every layer")
     return _BUILDERS[arch](num_classes=num_classes, in_channels=in_channels, width=width, bn=bn, mean=mean, std=std,
                            neuron=partial(IFNeuron, activation, levels, init_lambda))
+
+
+def is_user_model(ref: str) -> bool:
+    """Whether ``ref`` names a user's model class (``path/to/file.py:Class`` or ``package.module:Class``)."""
+    return ":" in ref
+
+
+def load_user_model(ref: str) -> nn.Module:
+    """Instantiate a user's model class, with no arguments, from ``path/to/file.py:Class`` or
+    ``package.module:Class``. This imports (runs) the user's own file or module, as ``python file.py`` would."""
+    import importlib
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    where, _, cls_name = ref.rpartition(":")
+    if not where or not cls_name:
+        raise ConfigError(f"--model {ref!r} is not of the form path/to/file.py:ClassName or package.module:ClassName. "
+                          "Fix: e.g. --model mynet.py:Net")
+    try:
+        if where.endswith(".py") or "/" in where:
+            path = Path(where)
+            if not path.is_file():
+                raise ConfigError(f"--model {ref!r}: the file {path} does not exist. Fix: check the path")
+            spec = importlib.util.spec_from_file_location(f"icsnn_user_model_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code can fail in any way while it is imported
+        raise ConfigError(f"--model {ref!r}: importing {where} failed ({type(e).__name__}: {e}). Fix: make the file "
+                          "importable (python -c 'import ...' should work), or check the module name") from e
+    cls = getattr(module, cls_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        found = sorted(k for k, v in vars(module).items() if inspect.isclass(v) and issubclass(v, nn.Module)
+                       and v.__module__ == module.__name__)
+        raise ConfigError(f"--model {ref!r}: {where} has no torch.nn.Module class {cls_name!r} (it defines "
+                          f"{', '.join(found) or 'none'}). Fix: name one of those")
+    try:
+        return cls()
+    except TypeError as e:
+        raise ConfigError(f"--model {ref!r}: {cls_name}() cannot be built without arguments ({e}). Fix: give every "
+                          f"argument of {cls_name}.__init__ a default, or use the Python API (icsnn_core.convert("
+                          "your_model))") from e

@@ -48,7 +48,8 @@ class IFNeuron(nn.Module):
     ``saturated`` mode outputs ``V_th`` everywhere (every neuron fires every step): Algorithm 1's
     assumption, used to compute its weight-based initial potential.
 
-    Buffers: ``threshold`` (V_th, a scalar) and ``v0`` (the initial membrane potential, broadcastable
+    A drop-in for ``nn.ReLU`` in one's own model: ``IFNeuron()`` is a ReLU, ``IFNeuron(activation="qcfs")`` a QCFS
+    activation to train with. Buffers: ``threshold`` (V_th, a scalar) and ``v0`` (the initial membrane potential, broadcastable
     to one sample's activation: a scalar, per channel ``[C, 1, 1]`` or per neuron ``[C, H, W]``).
     With ``activation="qcfs"`` the ANN activation is ``lam * clip(floor(z L / lam + 1/2) / L, 0, 1)``
     with a trainable ``lam`` and ``L = levels``.
@@ -65,6 +66,9 @@ class IFNeuron(nn.Module):
             self.lam = nn.Parameter(torch.tensor(float(init_lambda)))
         self.register_buffer("threshold", torch.tensor(1.0))
         self.register_buffer("v0", torch.tensor(0.0))
+        # whether V_th was ever set (balanced, taken from lambda, or by set_threshold): simulate warns otherwise.
+        # A flag, not a comparison with 1.0: 1.0 can be a balanced threshold.
+        self.threshold_set = False
         self.mode: Mode = "ann"
         self.steps = 1  # time steps folded into the batch of the next SNN call
         self.track = False  # record spike counts and first-spike times (costs time)
@@ -75,6 +79,15 @@ class IFNeuron(nn.Module):
         # 1 (spike count), fan-out, fan-out into pre-simulated neurons; None (the default): count nothing
         self.sop_weights: torch.Tensor | None = None
         self.reset()
+
+    @torch.no_grad()
+    def set_threshold(self, value: float | torch.Tensor) -> None:
+        """Set ``V_th`` (a positive scalar) by hand; :func:`icsnn_core.balance_thresholds` sets it from data."""
+        value = float(value)
+        if not value > 0:
+            raise ValueError(f"a threshold must be positive, got {value}")
+        self.threshold.fill_(value)
+        self.threshold_set = True
 
     # --- state -------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -45,7 +45,7 @@ def methods_for(calib_images: int, other_calib: int, compact: bool = False,
                 Method.make("c-snn", compensation="potential")]
         return {"relu": tuple(dict.fromkeys(relu)),
                 "qcfs": (Method.make("snn"), *peer_variants("qcfs", cos_iterations), *bounded_ic)}
-    on_qcfs = [Method.make(m, calib_images=calib_images) for m in ("snn", "i-snn", "c-snn")] + bounded_ic
+    on_qcfs = [Method.make("snn"), Method.make("i-snn", calib_images=calib_images), Method.make("c-snn"), *bounded_ic]
     return {"relu": (*paper_variants(calib_images, other_calib), *peer_variants("relu", cos_iterations)),
             "qcfs": (*on_qcfs, *peer_variants("qcfs", cos_iterations))}
 

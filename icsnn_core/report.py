@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .methods import SHIFTS, Method
+from .methods import SHIFTS, Method, option_names
 
 PROFILE_ORDER = ("ci", "cpu", "full")  # smallest to largest
 PAPER_TO_METHOD = {"RobustNorm": "snn", "I-SNN": "i-snn", "C-SNN": "c-snn", "IC-SNN": "ic-snn"}
@@ -28,7 +28,8 @@ AMBIGUITIES = {  # option -> the readings measured one at a time (the others as 
 def printed(results: pd.DataFrame, method: str) -> Method:
     """``method`` with every ambiguous option read as printed, with the profile's (largest) calibration size."""
     sizes = results.loc[results["method"] == method, "calib_images"].dropna() if "calib_images" in results else []
-    return Method.make(method, calib_images=int(max(sizes))) if len(sizes) else Method.make(method)
+    reads_calib = "calib_images" in option_names(method)
+    return Method.make(method, calib_images=int(max(sizes))) if len(sizes) and reads_calib else Method.make(method)
 
 
 def printed_variant(results: pd.DataFrame, method: str) -> str:

@@ -10,6 +10,7 @@ cache and run faster than one huge folded batch (measured in benchmarks/speed.py
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Literal
 
@@ -18,8 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import Split, batches
-from .errors import ConfigError
+from .data import DataLike, Split, as_split, batches
+from .errors import ConfigError, ThresholdWarning
 from .neuron import neurons, reset, set_mode
 
 if TYPE_CHECKING:
@@ -54,16 +55,42 @@ def validate_coding(coding: str) -> str:
     return coding
 
 
-def check_input(model: nn.Module, x: torch.Tensor) -> None:
-    """Reject NaN/inf and wrongly shaped images with a message that says what was expected."""
-    if x.dim() != 4:
-        raise ConfigError(f"expected images shaped [batch, channels, height, width], got shape {tuple(x.shape)}")
-    weight = next((m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
-    if isinstance(weight, torch.Tensor) and weight.dim() == 4 and weight.shape[1] != x.shape[1]:
-        raise ConfigError(f"the model's first layer takes {weight.shape[1]} channels, the images have {x.shape[1]}. "
+def check_input(model: nn.Module, x: torch.Tensor, coding: Coding = "direct") -> None:
+    """Reject inputs the model cannot take or that would give wrong numbers silently, saying what was expected:
+    NaN/inf, ``uint8`` pixels, a shape the first layer does not take, and values outside [0, 1] for rate coding."""
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))), None)
+    if x.dim() < 2 or (isinstance(first, nn.Conv2d) and x.dim() != 4):
+        raise ConfigError(f"expected images shaped [batch, channels, height, width] or feature vectors [batch, "
+                          f"features], got shape {tuple(x.shape)}" + (" for a model whose first layer is a Conv2d"
+                                                                       if x.dim() >= 2 else "") +
+                          ". Fix: add the batch dimension, e.g. x.unsqueeze(0) for one image")
+    if not x.is_floating_point():
+        raise ConfigError(f"the inputs are {x.dtype}, not floats" + (" (pixels 0..255)" if x.dtype == torch.uint8 else "")
+                          + ". Fix: pass x.float() / 255 for uint8 images, or a Split (Split.from_tensors scales "
+                          "uint8 images by 1/255)")
+    if isinstance(first, nn.Conv2d) and first.in_channels != x.shape[1]:
+        raise ConfigError(f"the model's first layer takes {first.in_channels} channels, the images have {x.shape[1]}. "
+                          "Fix: use the dataset the model was trained on")
+    if isinstance(first, nn.Linear) and x.dim() == 2 and first.in_features != x.shape[1]:
+        raise ConfigError(f"the model's first layer takes {first.in_features} features, the inputs have {x.shape[1]}. "
                           "Fix: use the dataset the model was trained on")
     if not torch.isfinite(x).all():
         raise ConfigError("the input images contain NaN or infinite values. Fix: clean or re-load the data")
+    if coding == "rate" and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise ConfigError(f"rate coding draws spikes with the input values as probabilities, and these run from "
+                          f"{float(x.min()):.3g} to {float(x.max()):.3g}, outside [0, 1]. Fix: feed the raw images in "
+                          "[0, 1] and normalise inside the model, e.g. a first layer that subtracts the mean "
+                          "(icsnn_core.models.Normalize), or use coding='direct'")
+
+
+def check_thresholds(model: nn.Module) -> None:
+    """Warn when some neuron's threshold was never set: V_th = 1 from the constructor is almost never right."""
+    unset = [name for name, n in neurons(model) if not n.threshold_set]
+    if unset:
+        warnings.warn("simulating neurons whose thresholds were never set (V_th is still the constructor's 1.0). Fix: "
+                      "icsnn_core.balance_thresholds(snn, train_data) on a ReLU ANN, "
+                      "icsnn_core.convert.thresholds_from_lambda(snn) on a QCFS ANN, or IFNeuron.set_threshold(v) "
+                      "by hand", ThresholdWarning, stacklevel=4)  # past simulate and its no_grad wrapper
 
 
 def check_split(split: Split) -> None:
@@ -84,7 +111,8 @@ def encode(x: torch.Tensor, steps: int, coding: Coding, generator: torch.Generat
     """The input of ``steps`` time steps, step-major ``[steps * B, C, H, W]``.
 
     ``direct``: the analog image at every step. ``rate``: Bernoulli spikes with the pixel intensity in [0, 1]
-    as the probability of firing (paper Sec. 3.4, Fig. 3); random draws come from the CPU ``generator``.
+    as the probability of firing (paper Sec. 3.4, Fig. 3; :func:`check_input` refuses values outside [0, 1]);
+    random draws come from the CPU ``generator``.
     """
     rep = x.unsqueeze(0).expand(steps, *x.shape)
     if coding == "rate":
@@ -98,17 +126,21 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Run the SNN on one batch for ``T`` steps from the neurons' ``v0``; return each step's output ``[T, B, K]``.
 
-    The neurons keep their final state (``v`` = v(T), spike records) for inspection until the next run.
-    Neurons with a pre-simulation (COS's rho) see at least rho input steps in their first call; when
-    rho > T the network runs rho steps and the first T outputs are returned (later steps cannot change them).
+    ``x`` is a batch of images ``[B, C, H, W]`` or of feature vectors ``[B, F]``. The prediction at step t is the
+    arg-max of the output summed over steps 1..t (``out.cumsum(0).argmax(-1)``; paper eq. 7). Afterwards the
+    model is back in ANN mode (``model(x)`` is the ANN again) and the neurons keep their final state (``v`` =
+    v(T), spike records) for inspection until the next run. Neurons with a pre-simulation (COS's rho) see at
+    least rho input steps in their first call; when rho > T the network runs rho steps and the first T outputs
+    are returned (later steps cannot change them). Warns (:class:`ThresholdWarning`) when thresholds were never set.
     """
     T = validate_T(T)
     validate_coding(coding)
-    check_input(model, x)
+    check_input(model, x, coding)
     named = [n for _, n in neurons(model)]
     if not named:
         raise ConfigError("the model has no IF neurons, so simulating it would only repeat the ANN. Fix: "
                           "snn = icsnn_core.convert(ann), then balance_thresholds(snn, ...), then simulate(snn, ...)")
+    check_thresholds(model)
     set_mode(model, "snn")
     presim = max((n.presim for n in named), default=0)
     total = max(T, presim)
@@ -116,17 +148,23 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     max_fold = max_fold or default_max_fold(x.device)
     window = max(1, presim, min(total, max_fold // max(1, b)))
     outs = []
-    for t0 in range(0, total, window):
-        steps = min(window, total - t0)
-        for n in named:
-            n.steps = steps
-        out = model(encode(x, steps, coding, generator))
-        outs.append(out.reshape(steps, b, *out.shape[1:]))
+    try:
+        for t0 in range(0, total, window):
+            steps = min(window, total - t0)
+            for n in named:
+                n.steps = steps
+            out = model(encode(x, steps, coding, generator))
+            outs.append(out.reshape(steps, b, *out.shape[1:]))
+    finally:
+        for n in named:  # ANN mode again, without reset: v(T) and the spike records stay readable
+            n.mode = "ann"
     return torch.cat(outs)[:T]
 
 
-def ann_accuracy(model: nn.Module, split: Split, *, batch_size: int = 256, device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy (%) of the model in ANN mode."""
+def ann_accuracy(model: nn.Module, split: DataLike, *, batch_size: int = 256,
+                 device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy (%) of the model in ANN mode on ``split`` (anything :func:`icsnn_core.data.as_split` takes)."""
+    split = as_split(split)
     check_split(split)
     set_mode(model, "ann")
     model.eval().to(device)
@@ -140,14 +178,21 @@ def ann_accuracy(model: nn.Module, split: Split, *, batch_size: int = 256, devic
     return 100.0 * correct / len(split)
 
 
-def accuracy_curve(model: nn.Module, split: Split, T: int, *, coding: Coding = "direct", batch_size: int = 256,
+def accuracy_curve(model: nn.Module, split: DataLike, T: int, *, coding: Coding = "direct", batch_size: int = 256,
                    max_fold: int | None = None, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False,
                    energy: "EnergyMeter | None" = None) -> np.ndarray:
-    """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split``.
+    """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split`` (anything
+    :func:`icsnn_core.data.as_split` takes).
+
+    The prediction at step t is the arg-max of the output layer's output summed over steps 1..t. The neurons'
+    v(0) is whatever the last :meth:`icsnn_core.Method.apply` set: a T-dependent method (I-SNN, C-SNN, IC-SNN)
+    is calibrated for one T, so entry t of this curve is the method calibrated for T, read at t.
 
     With ``energy`` (an :class:`icsnn_core.energy.EnergyMeter` built for this model) the same simulation also
-    counts spikes and synaptic operations at every step; they are in ``energy.record`` afterwards."""
+    counts spikes and synaptic operations at every step; they are in ``energy.record`` afterwards.
+    """
     T = validate_T(T)
+    split = as_split(split)
     check_split(split)
     model.eval().to(device)
     g = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from . import distributed
 from .data import Dataset, batches
 from .errors import CheckpointError, ConfigError
 from .files import atomic_save, atomic_write_text
-from .models import build_model
+from .models import build_model, is_user_model, load_user_model
 from .neuron import DEFAULT_INIT_LAMBDA, LAMBDA_MIN, neurons
 
 CHECKPOINT_FORMAT = "icsnn-checkpoint-1"
@@ -55,11 +56,15 @@ class ModelSpec:
     init_lambda: float = DEFAULT_INIT_LAMBDA  # QCFS only: lambda's starting value
 
     def build(self) -> nn.Module:
+        if is_user_model(self.arch):  # the user's own class (the CLI's --model file.py:Class); runs their code
+            return load_user_model(self.arch)
         return build_model(self.arch, self.num_classes, self.in_channels, self.width, self.bn, self.mean, self.std,
                            self.activation, self.levels, self.init_lambda)
 
     def describe(self) -> str:
         act = f"QCFS L={self.levels}" if self.activation == "qcfs" else "ReLU"
+        if is_user_model(self.arch):
+            return f"your model {self.arch} ({act})"
         return f"{self.arch} (width {self.width:g}, {'with' if self.bn else 'no'} batch norm, {act})"
 
 
@@ -151,22 +156,64 @@ def recipe(name: str, epochs: int | None = None, **overrides: Any) -> TrainConfi
     return replace(cfg, **overrides).validate()
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load an icsnn checkpoint safely (``weights_only=True``) and check its format."""
-    path = Path(path)
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with a message for each way it fails."""
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist. Fix: train one with `icsnn train` or check the path")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # weights_only refused a class: a whole pickled module (torch.save(model))
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: it names Python classes or functions, as a whole pickled model "
+                "(torch.save(model)) does, and unpickling it could run any code. Fix: save its weights with torch.save(model.state_dict(), path), then either use the "
+                "Python API (model.load_state_dict(torch.load(path, weights_only=True)); snn = icsnn_core.convert("
+                "model)) or the command line with --model file.py:ClassName --checkpoint path") from e
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}). Fix: retrain it") from e
     except Exception as e:  # noqa: BLE001 - corrupt file, foreign pickle, ...
         raise CheckpointError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}). Fix: retrain it") from e
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load an icsnn checkpoint safely (``weights_only=True``) and check its format."""
+    path = Path(path)
+    ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an icsnn checkpoint (format {CHECKPOINT_FORMAT}). Fix: retrain with "
-                              "`icsnn train`, or load your own weights into a model and call icsnn_core.convert")
+                              "`icsnn train`; for your own model's state_dict pass --model file.py:ClassName, or load "
+                              "it into your model and call icsnn_core.convert")
     missing = [k for k in ("spec", "train", "dataset", "epoch", "model") if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it was edited or cut short. Fix: "
                               "retrain it with `icsnn train`")
+    return ckpt
+
+
+def _check_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({', '.join(broken[:3])}"
+                              f"{', ...' if len(broken) > 3 else ''}): every number measured on it would be wrong. "
+                              "Fix: retrain it (a lower --lr, or --bn, keeps training finite)")
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any] | None:
+    """Load into a user's ``model`` the weights in ``path``: a ``state_dict`` (``torch.save(model.state_dict(),
+    path)``) or an icsnn checkpoint (``icsnn train --model ...``). Returns the checkpoint, or None for a state_dict."""
+    path = Path(path)
+    obj = _torch_load(path)
+    ckpt = obj if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT else None
+    weights = load_checkpoint(path).get("ema", obj["model"]) if ckpt is not None else obj
+    if not (isinstance(weights, dict) and weights and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise CheckpointError(f"{path} holds no state_dict (a dict of tensors). Fix: save the weights with "
+                              "torch.save(model.state_dict(), path)")
+    _check_finite(weights, path)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {path} do not fit {type(model).__name__} "
+                              f"({str(e).splitlines()[-1].strip() or str(e).splitlines()[0]}). Fix: pass the class the "
+                              "state_dict was saved from, built with the same arguments") from e
     return ckpt
 
 
@@ -208,17 +255,16 @@ def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tupl
     """Rebuild the model stored in a checkpoint; with ``expect``, refuse one of another architecture."""
     ckpt = load_checkpoint(path)
     spec = spec_of(ckpt)
+    if is_user_model(spec.arch):  # never run code that a checkpoint names: the user names it on the command line
+        raise CheckpointError(f"checkpoint {path} holds your own model {spec.arch}. Fix: pass --model {spec.arch} "
+                              "(from Python: icsnn_core.train.load_weights(YourClass(), path))")
     fields = ("arch", "width", "bn", "num_classes", "activation", "levels")
     if expect is not None and any(getattr(spec, f) != getattr(expect, f) for f in fields):
         raise CheckpointError(f"checkpoint {path} holds {spec.describe()} for {spec.num_classes} classes, not "
                               f"{expect.describe()} for {expect.num_classes}. Fix: pass the matching --arch/--width/--bn "
                               "or point at the right checkpoint")
     weights = ckpt.get("ema", ckpt["model"])  # a recipe with an EMA returns the averaged weights
-    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if broken:
-        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({', '.join(broken[:3])}"
-                              f"{', ...' if len(broken) > 3 else ''}): every number measured on it would be wrong. "
-                              "Fix: retrain it (a lower --lr, or --bn, keeps training finite)")
+    _check_finite(weights, Path(path))
     model = spec.build()
     try:
         model.load_state_dict(weights)

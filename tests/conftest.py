@@ -24,7 +24,7 @@ def identity_layer_model(n: int, thr: float = 1.0) -> nn.Sequential:
             lin.weight.copy_(torch.eye(n))
             lin.bias.zero_()
     neuron = IFNeuron()
-    neuron.threshold.fill_(thr)
+    neuron.set_threshold(thr)
     return nn.Sequential(nn.Flatten(), first, neuron, last)
 
 

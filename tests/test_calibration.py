@@ -21,8 +21,8 @@ def two_layer_model() -> nn.Sequential:
         l2.weight.copy_(torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
         l2.bias.copy_(torch.tensor([0.0, 0.25]))
     n1, n2 = IFNeuron(), IFNeuron()
-    n1.threshold.fill_(0.75)
-    n2.threshold.fill_(1.0)
+    n1.set_threshold(0.75)
+    n2.set_threshold(1.0)
     return nn.Sequential(nn.Flatten(), l1, n1, l2, n2, l3)
 
 
@@ -99,7 +99,8 @@ def test_method_validation():
         Method.make("i-snn", residual="median")
     with pytest.raises(ConfigError, match="calib_images"):
         Method.make("i-snn", calib_images=0)
-    # options a method does not read are blank, so they cannot masquerade as a different reading
-    assert Method.make("snn", compensation="potential") == Method.make("snn")
+    # an option a method does not read is refused (issue 14), so it cannot masquerade as a different reading
+    with pytest.raises(ConfigError, match="'snn' does not read option compensation"):
+        Method.make("snn", compensation="potential")
     assert Method.make("i-snn", init="weight").residual is None
     assert Method.make("ic-snn").label == "ic-snn[init=data,compensation=printed,residual=raw,granularity=layer,calib_images=128]"

@@ -61,11 +61,12 @@ def test_user_module_gets_one_neuron_per_relu_call_site():
     assert torch.allclose(converted(x), before, atol=1e-5)
 
 
-def test_user_sequential_is_converted_in_place():
+def test_user_sequential_keeps_its_class_in_a_copy():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 2), nn.ReLU(),
                         nn.Linear(2, 2))
     out = convert(net)
-    assert out is net and isinstance(net[1], IFNeuron) and isinstance(net[5], IFNeuron)
+    assert type(out) is nn.Sequential and isinstance(out[1], IFNeuron) and isinstance(out[5], IFNeuron)
+    assert out is not net and isinstance(net[1], nn.ReLU)  # the user's model is untouched
 
 
 @pytest.mark.parametrize("layer", [nn.MaxPool2d(2), nn.Sigmoid(), nn.GELU()])

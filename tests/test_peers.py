@@ -20,7 +20,7 @@ def cos_spikes(currents: list[float], iterations: int = 1, rho: int = 4, shift: 
                thr: float = 1.0) -> tuple[float, float]:
     """One IF neuron fed the given current sequence with COS: return (calibrated v0, spikes in the real run)."""
     n = IFNeuron()
-    n.threshold.fill_(thr)
+    n.set_threshold(thr)
     n.v0 = torch.tensor(thr / 2)  # COS starts from V_th / 2
     n.presim, n.presim_iterations, n.presim_shift = rho, iterations, shift
     set_mode(n, "snn")
