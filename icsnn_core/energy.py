@@ -62,6 +62,9 @@ _PASS_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)  # 0/1 conne
 _PASS_FUNCTIONS = {operator.add, torch.add, torch.flatten, torch.reshape, torch.cat, operator.getitem}
 _PASS_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "size", "dim", "add"}
 # shift or scale by a constant (the input normalisation once convert() has traced it): the same 0/1 connectivity
+# functional average pooling, as the module that computes the same (a user's model may write either)
+_POOL_FUNCTIONS = {F.avg_pool2d: nn.AvgPool2d, F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d}
+_MEANS = {torch.mean, torch.sum, "mean", "sum"}
 _AFFINE = {operator.sub: "sub", torch.sub: "sub", operator.truediv: "scale", torch.div: "scale",
            operator.mul: "scale", torch.mul: "scale"}
 
@@ -285,6 +288,12 @@ def synapses(model: nn.Module, input_shape: Sequence[int]) -> Synapses:
                     env[node] = m(x) if not isinstance(m, nn.Dropout) else x
                 else:
                     raise _unsupported(node, f"{type(m).__name__} module")
+            elif node.op == "call_function" and tracked and node.target in _POOL_FUNCTIONS:
+                env[node] = _sum_pool(_POOL_FUNCTIONS[node.target](*args[1:], **kwargs), args[0])
+            elif tracked and node.target in _MEANS:  # a mean over some dims: a sum pooling over them
+                dims = args[1] if len(args) > 1 else kwargs.get("dim")
+                env[node] = args[0].sum(dim=dims, keepdim=kwargs.get("keepdim", False)) if dims is not None \
+                    else args[0].sum()
             elif node.op == "call_function" and tracked and node.target in _AFFINE:
                 env[node] = _affine(node, _AFFINE[node.target], args)
             elif node.op == "call_function":

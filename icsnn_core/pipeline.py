@@ -114,9 +114,15 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
     done = {key_of(r) for r in read_rows(results_csv)}
     image_shape = tuple(data.train.x.shape[1:])
     meter = None
+    if energy:
+        try:
+            meter = EnergyMeter(model, image_shape, conversion.coding)
+        except ConfigError as e:  # a user's model with an operation whose synapses cannot be counted: accuracy only
+            log(f"{base.get('arch')}: energy not counted ({e}); accuracy is measured as usual. Pass --no-energy "
+                "(energy=False) to skip the attempt")
+            energy = False
     if energy:  # a point without its energy rows (a run made before counting existed) is measured again
         done &= {key_of(r) for r in read_rows(energy_csv)}
-        meter = EnergyMeter(model, image_shape, conversion.coding)
         ann_ops = {"ann_macs_per_image": meter.ann_macs, "e_mac_pj": costs.e_mac_pj, "e_ac_pj": costs.e_ac_pj,
                    "ann_energy_per_image_uj": round(costs.energy_uj(meter.ann_macs, 0), 6)}
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)

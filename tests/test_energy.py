@@ -212,3 +212,48 @@ def test_cli_no_energy_flag(tmp_path):
     assert main([*args, "--out", str(tmp_path / "on"), "--e-ac-pj", "0.5"]) == 0
     assert {r["e_ac_pj"] for r in read_rows(tmp_path / "on" / "energy.csv")} == {"0.5"}
     assert main([*args, "--out", str(tmp_path / "bad"), "--e-mac-pj", "-1"]) == 2
+
+
+class _Functional(nn.Module):
+    """The same network as a module-built one, pooled with torch.nn.functional and a mean (as users write it)."""
+
+    def __init__(self, module_built: bool) -> None:
+        super().__init__()
+        self.module_built = module_built
+        self.conv, self.if1, self.fc = nn.Conv2d(1, 2, 3, padding=1), IFNeuron(), nn.Linear(2, CLASSES)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.if1(self.conv(x))
+        if self.module_built:
+            return self.fc(self.pool(x).flatten(1).view(-1, 2, 4).sum(2))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1).view(-1, 2, 4).mean(2))
+
+
+def test_functional_pooling_and_means_count_as_their_modules_do():
+    s, f = synapses(_Functional(True), (1, 6, 6)), synapses(_Functional(False), (1, 6, 6))
+    assert torch.equal(s.fanout["if1"], f.fanout["if1"])
+    assert torch.equal(f.fanout["if1"], torch.full((2, 6, 6), CLASSES, dtype=torch.int32))  # each pixel reaches 10 outputs
+
+
+def test_a_model_whose_synapses_cannot_be_counted_is_still_measured(tmp_path):
+    """Energy is secondary: an operation the counting does not know costs the energy files, not the accuracy."""
+    from icsnn_core.methods import Method
+    from icsnn_core.pipeline import Conversion, evaluate_methods
+
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.act, self.fc2 = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(self.act(self.fc1(x)).permute(0, 1))  # linear, but unknown to the counting
+
+    x, y = torch.rand(64, 4), torch.randint(0, 3, (64,))
+    from icsnn_core.data import Dataset
+    small = Dataset("made-up", Split(x, y, 1.0), Split(x[:16], y[:16], 1.0), 3, "made in the test")
+    logs: list[str] = []
+    rows = evaluate_methods(Odd(), small, [Method("snn")], [2], conversion=Conversion(threshold_images=64),
+                            out_dir=tmp_path, base={"arch": "odd"}, progress=False, log=logs.append)
+    assert len(rows) == 1 and (tmp_path / "results.csv").exists() and not (tmp_path / "energy.csv").exists()
+    assert any("energy not counted" in m and "permute" in m for m in logs), logs
