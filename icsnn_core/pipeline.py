@@ -101,7 +101,8 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
               "ann_accuracy": round(ann_acc, 4), "n_test": len(test), "seed": seed, **provenance(device)}
     if on_converted is not None:
         on_converted(model)
-    done = {key_of(r) for r in read_rows(results_csv)}
+    done = {key_of(r): r for r in read_rows(results_csv)}
+    skipped: list[dict[str, str]] = []
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
     image_shape = tuple(data.train.x.shape[1:])
     owners = divide_jobs(methods, T_grid, world)
@@ -111,6 +112,7 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         rows_for = {T: {**common, "method": method.name, "variant": method.label, **method.options(), "T": T,
                         "latency": method.latency(T)} for T in T_grid}
         todo = [T for T in T_grid if key_of(rows_for[T]) not in done and owner[T] == rank]
+        skipped += [done[key_of(rows_for[T])] for T in T_grid if key_of(rows_for[T]) in done and owner[T] == rank]
         if not todo:
             continue
         rows, curves = [], []
@@ -131,7 +133,31 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         log(f"  {method.label} ({time.perf_counter() - started:.0f} s): "
             + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
         all_rows += rows
+    if skipped:
+        log(skipped_message(skipped, common, results_csv))
     return all_rows
+
+
+def skipped_message(skipped: Sequence[dict[str, str]], current: dict[str, object], results_csv: Path) -> str:
+    """Say which points a run did not measure because ``results_csv`` already had them, and whether those rows
+    came from another commit or from another training of the ANN (another ANN accuracy): then they are not what
+    this code would measure, and the fix is named."""
+    commits = sorted({r.get("git_commit", "")[:10] for r in skipped})
+    accs = sorted({r.get("ann_accuracy", "") for r in skipped})
+    variants = sorted({r["variant"] for r in skipped})
+    text = (f"  skipped {len(skipped)} points of {len(variants)} variants already in {results_csv} (measured at commit "
+            f"{', '.join(commits)}, ANN accuracy {', '.join(accs)}%)")
+    stale = [c for c in commits if c != str(current.get("git_commit", ""))[:10]]
+    other_ann = [a for a in accs if a and abs(float(a) - float(current["ann_accuracy"])) > 1e-6]
+    if other_ann:
+        text += (f"; WARNING: this run's ANN scores {current['ann_accuracy']}%, so those rows come from another "
+                 "training. Fix: reuse the checkpoint they came from, or delete their rows (or use a fresh --out) "
+                 "to measure them again")
+    elif stale:
+        text += (f"; they were measured by other code (commit {', '.join(stale)}; this is "
+                 f"{str(current.get('git_commit', ''))[:10]}). Fix: delete their rows, or use a fresh --out, to "
+                 "measure them with this code")
+    return text
 
 
 def divide_jobs(methods: Sequence[Method], T_grid: Sequence[int], world: int) -> list[dict[int, int]]:

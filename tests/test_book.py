@@ -47,6 +47,96 @@ def test_compare_with_paper_on_hand_made_results():
     assert cmp.loc[("RNL", 16), "verdict"] == "not implemented here"
 
 
+def _readings_frame() -> pd.DataFrame:
+    """A profile's IC-SNN rows as the cpu profile measures them: every reading at 128 calibration images, the
+    printed reading once more at 1024, on the ReLU ANN; on the QCFS ANN the printed reading at 128 only."""
+    from icsnn_core.methods import Method
+
+    printed = Method.make("ic-snn", calib_images=128)
+    readings = [printed, printed.with_options(residual="clip"), printed.with_options(residual="fired"),
+                printed.with_options(granularity="channel"), printed.with_options(compensation="potential"),
+                printed.with_options(calib_images=1024), printed.with_options(init="weight")]
+    rows = [{"dataset": "cifar10", "arch": "vgg16", "ann": "relu", "method": "ic-snn", "variant": m.label,
+             "calib_images": m.calib_images, "T": T, "loss": 10.25 + i, "accuracy": 80.0 - i, "ann_accuracy": 90.0}
+            for i, m in enumerate(readings) for T in (8, 16)]
+    rows += [{"dataset": "cifar10", "arch": "vgg16", "ann": "qcfs", "method": "ic-snn", "variant": printed.label,
+              "calib_images": 128, "T": T, "loss": 5.0, "accuracy": 75.0, "ann_accuracy": 80.0} for T in (8, 16)]
+    return pd.DataFrame(rows)
+
+
+def test_the_printed_reading_is_the_calibration_size_the_readings_were_measured_with():
+    from icsnn_core.report import ambiguity_table, printed_calib_images, printed_variant
+
+    results = _readings_frame()
+    assert printed_calib_images(results, "ic-snn") == 128  # not the largest size (1024)
+    assert printed_variant(results, "ic-snn").endswith("calib_images=128]")
+    amb = ambiguity_table(results, "ic-snn")  # every reading is there, not only the printed ones
+    assert set(amb.loc["vgg16", "residual"].index) == {"raw", "clip", "fired"}
+    assert set(amb.loc["vgg16", "granularity"].index) == {"layer", "channel"}
+    assert set(amb.loc["vgg16", "compensation"].index) == {"printed", "potential"}
+    assert set(amb.loc["vgg16", "calib_images"].index) == {128, 1024}
+    assert amb.loc[("vgg16", "residual", "clip"), 8] == 11.25
+
+
+def test_figure_5_keeps_ic_snn_on_the_qcfs_ann():
+    from icsnn_core import plots
+
+    series = plots.fig5_series(_readings_frame())
+    assert {ann for ann, v in series if v.startswith("ic-snn")} == {"relu", "qcfs"}
+    assert plots.fig5_panels(_readings_frame()) == [("vgg16", "relu"), ("vgg16", "qcfs")]  # ReLU on the left
+
+
+def test_one_colour_per_method_on_every_figure():
+    from icsnn_core import plots
+
+    assert plots.color("ic-snn[init=data,residual=clip]") == plots.color("ic-snn") == plots.METHOD_COLORS["ic-snn"]
+    series, _ = plots.comparison_series(_readings_frame().assign(method="ic-snn"))
+    for (ann, variant), (name, colour, _) in series.items():
+        if variant.startswith("ic-snn") and "best" not in name:
+            assert colour == plots.METHOD_COLORS["ic-snn"]
+
+
+def test_variant_names_say_only_what_differs_from_the_printed_reading():
+    from icsnn_core.report import variant_names
+
+    names = variant_names(_readings_frame())
+    assert sorted(names.values()) == sorted([
+        "IC-SNN as printed", "IC-SNN (residual=clip)", "IC-SNN (residual=fired)", "IC-SNN (granularity=channel)",
+        "IC-SNN (compensation=potential)", "IC-SNN (calib_images=1024)", "IC-SNN (Algorithm 1)"])
+    from icsnn_core.report import variant_name
+    assert variant_name("cos[rho=4,iterations=2,shift=threshold]") == "COS (2 rounds, one-threshold shift)"
+    assert variant_name("snn") == "plain conversion" and variant_name("opi") == "OPI"
+
+
+def test_tables_are_formatted_for_reading():
+    from icsnn_core.report import table
+
+    results = _readings_frame()
+    wide = results[results["ann"] == "relu"].pivot_table(index=["arch", "variant"], columns="T", values="loss", sort=False)
+    wide = wide[[16, 8]]  # latency columns out of order: the table sorts them
+    t = table(wide, names={v: v.split("[")[0].upper() for v in results["variant"]})
+    assert list(t.frame.columns) == ["network", "method (reading)", "T = 8", "16"]
+    assert t.frame.iloc[0].tolist() == ["vgg16", "IC-SNN", "10.25", "10.25"]
+    html = t._repr_html_()
+    assert html.startswith('<div class="icsnn-scroll" style="overflow-x:auto') and "<table" in html
+    assert "<th></th>" not in html  # no index column
+    ints = table(pd.DataFrame({"T": [8.0, 16.0], "accuracy": [91.234, float("nan")], "git_commit": ["a" * 40] * 2}))
+    assert ints.frame.to_dict("list") == {"T": ["8", "16"], "accuracy (%)": ["91.23", "–"], "commit": ["a" * 10] * 2}
+
+
+def test_a_rerun_says_which_points_it_skipped_and_why():
+    from icsnn_core.pipeline import skipped_message
+
+    old = [{"variant": "snn", "git_commit": "aaaaaaaaaaaa", "ann_accuracy": "90.5"}]
+    current = {"git_commit": "bbbbbbbbbbbb", "ann_accuracy": 91.0}
+    message = skipped_message(old, current, Path("results.csv"))
+    assert "skipped 1 points" in message and "aaaaaaaaaa" in message and "another training" in message
+    same_ann = skipped_message(old, {**current, "ann_accuracy": 90.5}, Path("results.csv"))
+    assert "measured by other code" in same_ann and "another training" not in same_ann
+    fresh = skipped_message(old, {"git_commit": "aaaaaaaaaaaa", "ann_accuracy": 90.5}, Path("results.csv"))
+    assert "WARNING" not in fresh and "Fix" not in fresh
+
+
 def test_a_figure_page_names_the_run_that_measured_its_figure(tmp_path):
     from icsnn_core.report import describe_profile, load_figure_rows, provenance_table
 
