@@ -276,3 +276,43 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
 
 def _tagged(log: Callable[[str], None], rank: int) -> Callable[[str], None]:
     return lambda message: log(f"[rank {rank}] {message}")
+
+
+OUTPUT_FILES = (  # what `icsnn reproduce` writes into its folder, and what each file holds
+    ("results.csv", "one row per model, method (with its readings) and T: accuracy, ANN accuracy, provenance"),
+    ("curves.csv", "the accuracy at every step t <= T of the same simulations"),
+    ("stage_times.csv", "the seconds each stage of the run took"),
+    ("first_spike.csv", "Figure 6: mean first-spike step per IF layer"),
+    ("layer_outputs.csv", "Figure 7: ANN activation and decoded SNN output of chosen neurons"),
+    ("rate_coding.npz", "Figure 3: a test image and its rate-coded reconstructions"),
+    ("checkpoints", "the trained ANNs (a rerun reuses them)"),
+)
+
+
+def summary(profile: Profile, out_dir: str | os.PathLike, Ts: Sequence[int] = (4, 8, 16, 32)) -> str:
+    """A short text report of a finished run: the accuracy of each method as printed (and of the peers) at a few
+    T, per model, then the files the run wrote and what each holds. Reads ``results.csv`` only."""
+    out = Path(out_dir)
+    rows = read_rows(out / "results.csv")
+    shown_T = [T for T in Ts if T in profile.T_grid] or list(profile.T_grid[:4])
+    lines = [f"Accuracy (%) of each method as printed, {profile.name} profile, at T = "
+             f"{', '.join(map(str, shown_T))} (COS's latency is T + rho):"]
+    for ann, methods in profile.methods.items():
+        firsts = list({m.name: m for m in reversed(methods)}.values())[::-1]  # the first variant of each method
+        by_model: dict[str, dict[tuple[str, int], str]] = {}
+        ann_acc: dict[str, str] = {}
+        for r in rows:
+            if r["ann"] == ann:
+                by_model.setdefault(r["arch"], {})[(r["variant"], int(r["T"]))] = r["accuracy"]
+                ann_acc[r["arch"]] = r["ann_accuracy"]
+        for arch, points in by_model.items():
+            lines.append(f"  {arch}, {dict(relu='ReLU').get(ann, ann.upper())} ANN ({float(ann_acc[arch]):.2f}%)")
+            lines.append("    " + f"{'method':<10}" + "".join(f"{'T=' + str(T):>9}" for T in shown_T))
+            for m in firsts:
+                values = [points.get((m.label, T)) for T in shown_T]
+                if any(v is not None for v in values):
+                    lines.append("    " + f"{m.name:<10}" + "".join(f"{float(v):9.2f}" if v else f"{'-':>9}"
+                                                                       for v in values))
+    lines.append(f"Files in {out}:")
+    lines += [f"  {name:<18} {what}" for name, what in OUTPUT_FILES if (out / name).exists()]
+    return "\n".join(lines)

@@ -96,9 +96,10 @@ def accuracy_figure(rows: pd.DataFrame, series: dict[tuple[str, str], tuple[str,
                 handles.append(h)
                 labels.append(name)
         anns = sub[["ann", "ann_accuracy"]].drop_duplicates("ann").sort_values("ann", key=_ann_order)
-        for k, (a, acc) in enumerate(anns.itertuples(index=False)):
+        for a, acc in anns.itertuples(index=False):
             name = f"{ANN_NAMES.get(a, a)} ANN"
-            h = ax.axhline(acc, color=METHOD_COLORS["ann"], ls=("--", ":")[k % 2], lw=1.3, label=name)
+            h = ax.axhline(acc, color=METHOD_COLORS["ann"], ls={"relu": "--", "qcfs": ":"}.get(a, "-."), lw=1.3,
+                           label=name)
             handles.append(h)
             labels.append(name)
         _log2_axis(ax, sub[x])

@@ -5,6 +5,7 @@ extra). Nothing here measures anything: every number comes from a results file o
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from importlib import resources
 from pathlib import Path
@@ -117,7 +118,7 @@ def largest_profile(results_root: str | Path = "results") -> str | None:
 
 
 def verdict(paper: float, ours: float, tol_abs: float = TOLERANCE_ABS, tol_rel: float = TOLERANCE_REL) -> str:
-    """``reproduced`` if |ours - paper| <= tol_abs + tol_rel * paper, else ``better`` or ``worse`` than the paper."""
+    """``reproduced`` if ``abs(ours - paper) <= tol_abs + tol_rel * paper``, else ``better`` or ``worse`` than the paper."""
     if paper is None or (isinstance(paper, float) and math.isnan(paper)):
         return "not reported"
     if ours is None or (isinstance(ours, float) and math.isnan(ours)):
@@ -152,7 +153,7 @@ def compare_with_paper(results: pd.DataFrame, table: int, *, variants: dict[str,
 
 
 def reading_distance(results: pd.DataFrame, table: int, method: str, *, ann: str = "relu") -> pd.DataFrame:
-    """For each measured reading of ``method``: mean |our loss - paper loss| over the T both report."""
+    """For each measured reading of ``method``: the mean of ``abs(our loss - paper loss)`` over the T both report."""
     tables = paper_tables()
     paper_name = {m: p for p, m in PAPER_TO_METHOD.items()}[method]
     paper = tables[(tables["table"] == table) & (tables["paper_method"] == paper_name)].set_index("T")["loss"]
@@ -304,7 +305,9 @@ def variant_name(label: str, calib_images: int | None = None) -> str:
 def variant_names(results: pd.DataFrame) -> dict[str, str]:
     """Every variant label of ``results`` mapped to its reader's name (:func:`variant_name`)."""
     names = {}
-    for label in results["variant"].unique():
+    for label in results["variant"].dropna().unique():
+        if not isinstance(label, str):
+            continue
         method = _label_options(label)[0]
         names[label] = variant_name(label, printed_calib_images(results, method) if method in METHOD_NAMES else None)
     return names
@@ -327,7 +330,14 @@ class Table:
         self.frame, self.caption = frame, caption
 
     def _repr_html_(self) -> str:
-        html = self.frame.to_html(index=False, escape=True, border=0, classes="icsnn-table", na_rep="–")
+        numeric = [c for c in self.frame.columns
+                   if self.frame[c].astype(str).str.fullmatch(r"-?[0-9.]+|–|nan|True|False").all()]
+        uuid = hashlib.sha1(self.frame.to_csv().encode()).hexdigest()[:10]  # stable: a re-render changes nothing
+        styler = (self.frame.style.set_uuid(uuid).format(escape="html").hide(axis="index")
+                  .set_table_attributes('class="icsnn-table"')
+                  .set_table_styles({c: [{"selector": "td, th", "props": "text-align: left"}]
+                                     for c in self.frame.columns if c not in numeric}, overwrite=False))
+        html = styler.to_html()
         caption = f'<p class="icsnn-caption">{self.caption}</p>' if self.caption else ""
         return f'<div class="icsnn-scroll" style="overflow-x:auto; max-width:100%">{caption}{html}</div>'
 
@@ -350,6 +360,8 @@ def table(df: pd.DataFrame, *, digits: int = 2, names: dict[str, str] | None = N
         frame.columns = [f"{axis} = {int(c)}" if axis and i == 0 else str(int(c)) for i, c in enumerate(frame.columns)]
     if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
         frame = frame.reset_index()
+    if "ann" in frame:
+        frame["ann"] = frame["ann"].map(lambda a: {"relu": "ReLU", "qcfs": "QCFS"}.get(a, a))
     if "variant" in frame:
         lookup = names if names is not None else variant_names(frame)
         frame["variant"] = frame["variant"].map(lambda v: lookup.get(v, v))
