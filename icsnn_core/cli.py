@@ -18,7 +18,7 @@ from .errors import ConfigError, IcsnnError
 from .methods import INITS, METHODS, SHIFTS, Method, option_names
 from .models import ARCHS, load_user_model
 from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA, neurons
-from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device
+from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device, summary
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
 from .train import RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, load_weights, recipe, train
@@ -27,7 +27,7 @@ DESCRIPTION = """\
 ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers
 (OPI, QCFS, COS), every method through the same conversion, simulation and results code.
 
-  icsnn reproduce --profile ci --out runs/ci        # the whole pipeline on digits, ~2-3 min on a CPU
+  icsnn reproduce --profile ci --out runs/ci        # the whole pipeline on digits, about 95 s on a CPU
   icsnn train --dataset digits --arch digits-cnn --epochs 30 --checkpoint runs/digits.pt
   icsnn evaluate --checkpoint runs/digits.pt --dataset digits --methods snn ic-snn --T 4 8 16 --out runs/eval
 
@@ -41,14 +41,29 @@ MODEL_HELP = ("your own model instead of --arch: path/to/file.py:ClassName or pa
               "arguments. This imports the file, so it runs your code, as `python file.py` would")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and every option's default at the end of its help (unless the help names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required:
+            return text if "required" in text else f"{text} (required)"
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        value = action.default
+        shown = "off" if value is False else " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        return f"{text} (default: {shown})"
+
+
 def _data_args(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     if dataset:
         p.add_argument("--dataset", default="digits", help=DATASET_HELP)
-    p.add_argument("--data-root", help="folder (or CIFAR-10 JPEG archive) holding the dataset; see README")
+    p.add_argument("--data-root", help="folder (or CIFAR-10 JPEG archive) holding the dataset; see README "
+                   "(default: none, which digits needs; CIFAR needs one or --download)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs internet)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N] (default: auto)")
     p.add_argument("--seed", type=int, default=None if not dataset else 0,
-                   help="seed of weights init, shuffling, splits and sampling" + ("" if dataset else " (default: the profile's)"))
+                   help="seed of weights init, shuffling, splits and sampling" + ("" if dataset else " (default: the profile's, 0)"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -63,20 +78,21 @@ def _energy_args(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icsnn", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser = _with_formatter(sub.add_parser)
 
     profiles = "\n".join(f"  {p.name:5s} {p.description}" for p in PROFILES.values())
     rp = sub.add_parser("reproduce", help="run a named profile end to end (train, convert, every method at every T)",
                         description=f"Run a profile end to end and write OUT/results.csv and OUT/curves.csv.\n\n"
                                     f"profiles:\n{profiles}\n\nA rerun reuses checkpoints and skips measured points.",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=HelpFormatter)
     rp.add_argument("--profile", choices=list(PROFILES), default="ci", help="named configuration (default: ci)")
     rp.add_argument("--out", required=True, type=Path, help="output folder (results, curves, checkpoints)")
-    rp.add_argument("--arch", nargs="+", choices=ARCHS, help="only these architectures of the profile")
+    rp.add_argument("--arch", nargs="+", choices=ARCHS, help="only these architectures of the profile (default: all of them)")
     rp.add_argument("--activation", nargs="+", choices=ACTIVATIONS,
-                    help="only the profile's ANNs trained with these activations")
-    rp.add_argument("--epochs", type=int, help="override the profile's epochs (its schedule is scaled to fit)")
+                    help="only the profile's ANNs trained with these activations (default: all of them)")
+    rp.add_argument("--epochs", type=int, help="override the profile's epochs (its schedule is scaled to fit) (default: the profile's)")
     _energy_args(rp)
     _data_args(rp, dataset=False)
 
@@ -89,18 +105,18 @@ def _parser() -> argparse.ArgumentParser:
     np_.add_argument("--render-only", action="store_true", help="re-execute the notebooks from existing results only")
     np_.add_argument("--no-publish", action="store_true", help="do not copy the executed notebooks into book/pages")
     np_.add_argument("--book", type=Path, help="book folder to publish into (default: the checkout's book/)")
-    np_.add_argument("--only", nargs="+", help="run only these notebooks (names from notebooks/manifest.yml)")
+    np_.add_argument("--only", nargs="+", help="run only these notebooks (names from notebooks/manifest.yml) (default: every one)")
     _data_args(np_, dataset=False)
 
     tp = sub.add_parser("train", help="train an ANN (the paper's recipe by default), resumable",
                         description="Train an ANN; the checkpoint is written atomically each epoch and a rerun resumes.")
     _data_args(tp)
-    tp.add_argument("--arch", choices=ARCHS, default="digits-cnn")
+    tp.add_argument("--arch", choices=ARCHS, default="digits-cnn", help="architecture")
     tp.add_argument("--model", help=MODEL_HELP)
     tp.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1)")
     tp.add_argument("--bn", action="store_true", help="batch norm after each conv (folded before conversion)")
     tp.add_argument("--activation", choices=ACTIVATIONS, default="relu",
-                    help="relu (the paper) or qcfs (Bu et al. 2022: quantization clip-floor-shift, trainable lambda)")
+                    help="relu (the paper) or qcfs (Bu et al. 2022: quantization clip-floor-shift, trainable lambda) (default: relu)")
     tp.add_argument("--levels", type=int, default=4, help="QCFS quantization levels L (default 4)")
     tp.add_argument("--init-lambda", type=float, default=DEFAULT_INIT_LAMBDA,
                     help=f"QCFS: lambda's fixed starting value, used with --lambda-quantile 0 (default "
@@ -131,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--checkpoint", required=True, type=Path,
                     help="an icsnn checkpoint, or with --model your model's state_dict (torch.save(model.state_dict()))")
     ep.add_argument("--model", help=MODEL_HELP)
-    ep.add_argument("--out", required=True, type=Path)
+    ep.add_argument("--out", required=True, type=Path, help="output folder (results.csv, curves.csv, energy.csv)")
     ep.add_argument("--methods", nargs="+", default=["snn", "i-snn", "c-snn", "ic-snn"],
                     help=f"any of {', '.join(METHODS)} (default: the paper's four)")
     ep.add_argument("--T", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64], help="horizons T")
@@ -151,15 +167,25 @@ def _parser() -> argparse.ArgumentParser:
                     help="COS: move a miscounted neuron's v0 as the authors' code does, or by exactly one threshold")
     c = Conversion()
     ep.add_argument("--quantile", type=float, default=c.threshold_quantile, help="threshold p-quantile, 1 = max")
-    ep.add_argument("--threshold-values", choices=("positive", "all"), default=c.threshold_values)
-    ep.add_argument("--threshold-images", type=int, default=c.threshold_images)
+    ep.add_argument("--threshold-values", choices=("positive", "all"), default=c.threshold_values,
+                    help="activations the threshold quantile is taken over: positive ones only, or all")
+    ep.add_argument("--threshold-images", type=int, default=c.threshold_images,
+                    help="training images whose activations set the thresholds")
     ep.add_argument("--coding", choices=CODINGS, default=c.coding, help="direct (analog input) or rate (Bernoulli)")
     ep.add_argument("--n-test", type=int, help="first N test images (default: all)")
-    ep.add_argument("--batch-size", type=int, default=256)
+    ep.add_argument("--batch-size", type=int, default=256, help="images per simulated batch")
     ep.add_argument("--max-fold", type=int, default=None,
                     help="images x steps per forward pass, the memory bound (default: 256 on CPU, 65536 on GPU)")
     _energy_args(ep)
     return parser
+
+
+def _with_formatter(add_parser):
+    """Every subcommand's help shows the defaults too (HelpFormatter)."""
+    def add(*args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        return add_parser(*args, **kwargs)
+    return add
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -171,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         path = reproduce(profile, args.out, data_root=args.data_root, device=args.device,
                          download=args.download, archs=args.arch, activations=args.activation, epochs=args.epochs,
                          progress=progress, energy=not args.no_energy, costs=EnergyCosts(args.e_mac_pj, args.e_ac_pj))
-        print(f"wrote {path} and {path.parent / 'curves.csv'}" + ("" if args.no_energy else f" and {path.parent / 'energy.csv'}"))
+        print(summary(profile, path.parent))
         return 0
     if args.command == "notebooks":
         from .notebooks import BOOK, run_notebooks

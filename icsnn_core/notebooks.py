@@ -61,17 +61,62 @@ def publish(executed: Path, page: Path, profile: str) -> bool:
     return True
 
 
+PART_TITLES = {"full": " at the paper's scale (GPU)"}  # added to the titles of pages in a part of their own
+
+
 def _finish(path: Path, profile: str) -> None:
-    """Stamp the profile into the executed notebook and hide papermill's injected-parameters cell in the book."""
+    """Stamp the profile into the executed notebook, hide papermill's injected-parameters cell in the book, and
+    give pages of a part of their own (the GPU runs) titles of their own, so that search tells them apart."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     nb.metadata["icsnn"] = {"profile": profile}
+    title = next((c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")), None)
+    if title is not None and profile in PART_TITLES:
+        first, _, rest = title.source.partition("\n")
+        if not first.endswith(PART_TITLES[profile]):
+            title.source = first + PART_TITLES[profile] + ("\n" + rest if rest else "")
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = [*tags, "remove-cell"]
     nbformat.write(nb, path)
+
+
+def publish_data(results_dir: Path, book: str | os.PathLike, profile: str) -> Path:
+    """Copy the profile's result files into the book (``extra/data/<profile>/``, served as ``data/<profile>/``)
+    so that the pages that show them link to them; the GPU profile's headline figure goes to ``images/``."""
+    from .report import result_files
+
+    target = Path(book) / "extra" / "data" / profile
+    target.mkdir(parents=True, exist_ok=True)
+    for f in result_files(results_dir):
+        shutil.copyfile(f, target / f.name)
+    if profile == HEADLINE_PROFILE:
+        from .plots import write_headline
+
+        (Path(book) / "images").mkdir(exist_ok=True)
+        write_headline(results_dir, Path(book) / "images" / "headline.png")
+    return target
+
+
+HEADLINE_PROFILE = "full"  # the intro's headline figure shows the paper's scale
+
+
+def notebook_source(name: str, scratch: Path) -> Path:
+    """The notebook papermill executes: ``notebooks/<name>.md`` (a MyST Markdown notebook, the source people edit)
+    converted by jupytext into ``scratch``, or ``notebooks/<name>.ipynb`` where there is no Markdown source."""
+    md = NOTEBOOKS / f"{name}.md"
+    if not md.exists():
+        return NOTEBOOKS / f"{name}.ipynb"
+    import jupytext
+    import nbformat
+
+    nb = jupytext.read(md)
+    for i, cell in enumerate(nb.cells):  # stable ids: re-rendering a page changes only what its source changed
+        cell.id = f"{name}-{i}"
+    nbformat.write(nb, scratch)
+    return scratch
 
 
 def run_notebooks(profile: str, out: str | os.PathLike | None = None, *, data_root: str | None = None,
@@ -98,11 +143,14 @@ def run_notebooks(profile: str, out: str | os.PathLike | None = None, *, data_ro
     executed = out / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
     failures = []
+    if book is not None:
+        publish_data(out, book, profile)
     for entry in tqdm(entries, desc=f"notebooks ({profile})", disable=not progress):
         name = entry["name"]
         target, tmp = executed / f"{name}.ipynb", executed / f".{name}.running.ipynb"
         try:
-            pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", tmp, cwd=str(ROOT), kernel_name="python3",
+            source = notebook_source(name, executed / f".{name}.source.ipynb")
+            pm.execute_notebook(source, tmp, cwd=str(ROOT), kernel_name="python3",
                                 parameters={"profile": profile, "results_dir": results_arg}, progress_bar=False)
         except pm.PapermillExecutionError as e:
             failed = executed / f"{name}.failed.ipynb"
@@ -111,6 +159,7 @@ def run_notebooks(profile: str, out: str | os.PathLike | None = None, *, data_ro
                             f"{e.ename}: {e.evalue} (executed copy with the error: {failed})")
             log(failures[-1])
             continue
+        (executed / f".{name}.source.ipynb").unlink(missing_ok=True)
         _finish(tmp, profile)
         os.replace(tmp, target)
         (executed / f"{name}.failed.ipynb").unlink(missing_ok=True)

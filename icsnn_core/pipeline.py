@@ -111,7 +111,8 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
               "ann_accuracy": round(ann_acc, 4), "n_test": len(test), "seed": seed, **provenance(device)}
     if on_converted is not None:
         on_converted(model)
-    done = {key_of(r) for r in read_rows(results_csv)}
+    done = {key_of(r): r for r in read_rows(results_csv)}
+    skipped: list[dict[str, str]] = []
     image_shape = tuple(data.train.x.shape[1:])
     meter = None
     if energy:
@@ -122,7 +123,8 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
                 "(energy=False) to skip the attempt")
             energy = False
     if energy:  # a point without its energy rows (a run made before counting existed) is measured again
-        done &= {key_of(r) for r in read_rows(energy_csv)}
+        counted = {key_of(r) for r in read_rows(energy_csv)}
+        done = {k: r for k, r in done.items() if k in counted}
         ann_ops = {"ann_macs_per_image": meter.ann_macs, "e_mac_pj": costs.e_mac_pj, "e_ac_pj": costs.e_ac_pj,
                    "ann_energy_per_image_uj": round(costs.energy_uj(meter.ann_macs, 0), 6)}
     sim = dict(batch_size=batch_size, max_fold=max_fold, device=device, coding=conversion.coding, seed=seed)
@@ -133,6 +135,7 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         rows_for = {T: {**common, "method": method.name, "variant": method.label, **method.options(), "T": T,
                         "latency": method.latency(T)} for T in T_grid}
         todo = [T for T in T_grid if key_of(rows_for[T]) not in done and owner[T] == rank]
+        skipped += [done[key_of(rows_for[T])] for T in T_grid if key_of(rows_for[T]) in done and owner[T] == rank]
         if not todo:
             continue
         rows, curves, ops, layer_ops = [], [], [], []
@@ -159,6 +162,8 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         log(f"  {method.label} ({time.perf_counter() - started:.0f} s): "
             + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
         all_rows += rows
+    if skipped:
+        log(skipped_message(skipped, common, results_csv))
     return all_rows
 
 
@@ -175,6 +180,26 @@ def energy_rows(record: EnergyRecord, curve_rows: Sequence[dict[str, object]], c
         ratio = ops["energy_per_image_uj"] / ann_ops["ann_energy_per_image_uj"] if ann_ops["ann_energy_per_image_uj"] else None
         out.append({**c, **_rounded(ops), **ann_ops, "energy_ratio": round(ratio, 6) if ratio is not None else None})
     return out
+def skipped_message(skipped: Sequence[dict[str, str]], current: dict[str, object], results_csv: Path) -> str:
+    """Say which points a run did not measure because ``results_csv`` already had them, and whether those rows
+    came from another commit or from another training of the ANN (another ANN accuracy): then they are not what
+    this code would measure, and the fix is named."""
+    commits = sorted({r.get("git_commit", "")[:10] for r in skipped})
+    accs = sorted({r.get("ann_accuracy", "") for r in skipped})
+    variants = sorted({r["variant"] for r in skipped})
+    text = (f"  skipped {len(skipped)} points of {len(variants)} variants already in {results_csv} (measured at commit "
+            f"{', '.join(commits)}, ANN accuracy {', '.join(accs)}%)")
+    stale = [c for c in commits if c != str(current.get("git_commit", ""))[:10]]
+    other_ann = [a for a in accs if a and abs(float(a) - float(current["ann_accuracy"])) > 1e-6]
+    if other_ann:
+        text += (f"; WARNING: this run's ANN scores {current['ann_accuracy']}%, so those rows come from another "
+                 "training. Fix: reuse the checkpoint they came from, or delete their rows (or use a fresh --out) "
+                 "to measure them again")
+    elif stale:
+        text += (f"; they were measured by other code (commit {', '.join(stale)}; this is "
+                 f"{str(current.get('git_commit', ''))[:10]}). Fix: delete their rows, or use a fresh --out, to "
+                 "measure them with this code")
+    return text
 
 
 def divide_jobs(methods: Sequence[Method], T_grid: Sequence[int], world: int) -> list[dict[int, int]]:
@@ -298,3 +323,45 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
 
 def _tagged(log: Callable[[str], None], rank: int) -> Callable[[str], None]:
     return lambda message: log(f"[rank {rank}] {message}")
+
+
+OUTPUT_FILES = (  # what `icsnn reproduce` writes into its folder, and what each file holds
+    ("results.csv", "one row per model, method (with its readings) and T: accuracy, ANN accuracy, provenance"),
+    ("curves.csv", "the accuracy at every step t <= T of the same simulations"),
+    ("energy.csv", "spikes, firing rate, synaptic operations, MACs and estimated energy per image at every t <= T"),
+    ("energy_layers.csv", "the same per IF layer, at t = T"),
+    ("stage_times.csv", "the seconds each stage of the run took"),
+    ("first_spike.csv", "Figure 6: mean first-spike step per IF layer"),
+    ("layer_outputs.csv", "Figure 7: ANN activation and decoded SNN output of chosen neurons"),
+    ("rate_coding.npz", "Figure 3: a test image and its rate-coded reconstructions"),
+    ("checkpoints", "the trained ANNs (a rerun reuses them)"),
+)
+
+
+def summary(profile: Profile, out_dir: str | os.PathLike, Ts: Sequence[int] = (4, 8, 16, 32)) -> str:
+    """A short text report of a finished run: the accuracy of each method as printed (and of the peers) at a few
+    T, per model, then the files the run wrote and what each holds. Reads ``results.csv`` only."""
+    out = Path(out_dir)
+    rows = read_rows(out / "results.csv")
+    shown_T = [T for T in Ts if T in profile.T_grid] or list(profile.T_grid[:4])
+    lines = [f"Accuracy (%) of each method as printed, {profile.name} profile, at T = "
+             f"{', '.join(map(str, shown_T))} (COS's latency is T + rho):"]
+    for ann, methods in profile.methods.items():
+        firsts = list({m.name: m for m in reversed(methods)}.values())[::-1]  # the first variant of each method
+        by_model: dict[str, dict[tuple[str, int], str]] = {}
+        ann_acc: dict[str, str] = {}
+        for r in rows:
+            if r["ann"] == ann:
+                by_model.setdefault(r["arch"], {})[(r["variant"], int(r["T"]))] = r["accuracy"]
+                ann_acc[r["arch"]] = r["ann_accuracy"]
+        for arch, points in by_model.items():
+            lines.append(f"  {arch}, {dict(relu='ReLU').get(ann, ann.upper())} ANN ({float(ann_acc[arch]):.2f}%)")
+            lines.append("    " + f"{'method':<10}" + "".join(f"{'T=' + str(T):>9}" for T in shown_T))
+            for m in firsts:
+                values = [points.get((m.label, T)) for T in shown_T]
+                if any(v is not None for v in values):
+                    lines.append("    " + f"{m.name:<10}" + "".join(f"{float(v):9.2f}" if v else f"{'-':>9}"
+                                                                       for v in values))
+    lines.append(f"Files in {out}:")
+    lines += [f"  {name:<18} {what}" for name, what in OUTPUT_FILES if (out / name).exists()]
+    return "\n".join(lines)

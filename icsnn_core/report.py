@@ -5,13 +5,14 @@ extra). Nothing here measures anything: every number comes from a results file o
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
-from .methods import SHIFTS, Method, option_names
+from .methods import DEFAULT_CALIB_IMAGES, SHIFTS, Method, option_names
 
 PROFILE_ORDER = ("ci", "cpu", "full")  # smallest to largest
 PAPER_TO_METHOD = {"RobustNorm": "snn", "I-SNN": "i-snn", "C-SNN": "c-snn", "IC-SNN": "ic-snn"}
@@ -25,11 +26,27 @@ AMBIGUITIES = {  # option -> the readings measured one at a time (the others as 
 }
 
 
+def printed_calib_images(results: pd.DataFrame, method: str) -> int | None:
+    """The calibration size ``method``'s readings were measured with: the size most of its variants share.
+
+    A profile measures every reading with one calibration size and the printed reading once more with another
+    (``calib_images`` is itself one of the ambiguous options), so the baseline is the size shared by the most
+    variants, not the largest. Ties go to the size with more rows, then to the library's default."""
+    if "calib_images" not in results:
+        return None
+    rows = results[(results["method"] == method) & results["calib_images"].notna()]
+    if not len(rows):
+        return None
+    by_size = rows.groupby("calib_images").agg(variants=("variant", "nunique"), rows=("variant", "size"))
+    by_size["default"] = by_size.index == DEFAULT_CALIB_IMAGES
+    return int(by_size.sort_values(["variants", "rows", "default"], ascending=False).index[0])
+
+
 def printed(results: pd.DataFrame, method: str) -> Method:
-    """``method`` with every ambiguous option read as printed, with the profile's (largest) calibration size."""
-    sizes = results.loc[results["method"] == method, "calib_images"].dropna() if "calib_images" in results else []
-    reads_calib = "calib_images" in option_names(method)
-    return Method.make(method, calib_images=int(max(sizes))) if len(sizes) and reads_calib else Method.make(method)
+    """``method`` with every ambiguous option read as printed, at the calibration size its readings were
+    measured with (:func:`printed_calib_images`)."""
+    size = printed_calib_images(results, method) if "calib_images" in option_names(method) else None
+    return Method.make(method, calib_images=size) if size else Method.make(method)
 
 
 def printed_variant(results: pd.DataFrame, method: str) -> str:
@@ -101,7 +118,7 @@ def largest_profile(results_root: str | Path = "results") -> str | None:
 
 
 def verdict(paper: float, ours: float, tol_abs: float = TOLERANCE_ABS, tol_rel: float = TOLERANCE_REL) -> str:
-    """``reproduced`` if |ours - paper| <= tol_abs + tol_rel * paper, else ``better`` or ``worse`` than the paper."""
+    """``reproduced`` if ``abs(ours - paper) <= tol_abs + tol_rel * paper``, else ``better`` or ``worse`` than the paper."""
     if paper is None or (isinstance(paper, float) and math.isnan(paper)):
         return "not reported"
     if ours is None or (isinstance(ours, float) and math.isnan(ours)):
@@ -136,7 +153,7 @@ def compare_with_paper(results: pd.DataFrame, table: int, *, variants: dict[str,
 
 
 def reading_distance(results: pd.DataFrame, table: int, method: str, *, ann: str = "relu") -> pd.DataFrame:
-    """For each measured reading of ``method``: mean |our loss - paper loss| over the T both report."""
+    """For each measured reading of ``method``: the mean of ``abs(our loss - paper loss)`` over the T both report."""
     tables = paper_tables()
     paper_name = {m: p for p, m in PAPER_TO_METHOD.items()}[method]
     paper = tables[(tables["table"] == table) & (tables["paper_method"] == paper_name)].set_index("T")["loss"]
@@ -315,29 +332,189 @@ def firing_rates(layers: pd.DataFrame, variants: list[str], T: int | None = None
                  "sops_per_image"]].reset_index(drop=True)
 
 
-def plot_energy_tradeoff(trade: pd.DataFrame):
-    """Accuracy against energy per image (log scale), one line per method with a marker at each T, one panel per
-    (arch, ANN); the ANN is the black star."""
-    import seaborn as sns
 
-    grid = sns.relplot(data=trade, x="energy_per_image_uj", y="accuracy", hue="method", style="method", markers=True,
-                       dashes=False, row="arch", col="ann", kind="line", sort=False, height=3.8, aspect=1.3,
-                       facet_kws={"sharex": False})
-    for (arch, ann), ax in grid.axes_dict.items():
-        ref = trade[(trade["arch"] == arch) & (trade["ann"] == ann)]
-        if len(ref):
-            ax.plot(ref["ann_energy_per_image_uj"].iloc[0], ref["ann_accuracy"].iloc[0], "k*", ms=14, label="ANN")
-            ax.set_title(f"{arch}, {ann.upper()} ANN")
-    grid.set(xscale="log")
-    grid.set_axis_labels("estimated energy per image (uJ)", "test accuracy (%)")
-    return grid
+# --- reading the tables: method names, short variant labels, formatted HTML --------------------------------------
+
+METHOD_NAMES = {"snn": "plain conversion", "i-snn": "I-SNN", "c-snn": "C-SNN", "ic-snn": "IC-SNN", "opi": "OPI",
+                "qcfs": "QCFS", "cos": "COS"}
+HEADERS = {  # column names of the results files and of this module's frames, as a reader reads them
+    "arch": "network", "ann": "ANN", "method": "method", "variant": "method (reading)", "option": "option",
+    "reading": "reading", "loss": "loss (points)", "accuracy": "accuracy (%)", "ann_accuracy": "ANN accuracy (%)",
+    "paper_method": "paper's method", "paper_loss": "paper's loss", "our_loss": "our loss", "our_variant": "our reading",
+    "verdict": "verdict", "cells": "cells", "mean_abs_diff": "mean |ours - paper| (points)", "layer": "layer",
+    "git_commit": "commit", "data_source": "data", "n_test": "test images", "icsnn_version": "icsnn",
+    "torch_version": "torch", "width": "width", "epochs": "epochs", "seed": "seed", "device": "device",
+    "profile": "profile", "dataset": "dataset", "latency": "latency",
+}
 
 
-def plot_firing_rates(rates: pd.DataFrame):
-    """Firing rate per IF layer, one line per variant, one panel per (arch, ANN)."""
-    import seaborn as sns
+def _label_options(label: str) -> tuple[str, dict[str, str]]:
+    """``ic-snn[init=data,residual=clip]`` -> ("ic-snn", {"init": "data", "residual": "clip"})."""
+    name, _, rest = label.partition("[")
+    opts = dict(kv.split("=", 1) for kv in rest.rstrip("]").split(",") if "=" in kv)
+    return name, opts
 
-    grid = sns.relplot(data=rates, x="layer", y="firing_rate", hue="method", col="ann", row="arch", kind="line",
-                       marker="o", height=3.5, aspect=1.4, facet_kws={"sharey": False, "sharex": False})
-    grid.set_axis_labels("IF layer", "spikes per neuron per step")
-    return grid
+
+def variant_name(label: str, calib_images: int | None = None) -> str:
+    """A reader's name for a variant label: the method's name and only the options that differ from its
+    reading as printed (``calib_images``: the printed calibration size of the run), e.g.
+    ``IC-SNN (residual=clip)``, ``IC-SNN as printed``, ``COS (2 rounds)``."""
+    name, opts = _label_options(label)
+    if name not in METHOD_NAMES:
+        return label
+    base = Method.make(name, **({"calib_images": calib_images} if calib_images else {})).options()
+    differs = {k: v for k, v in opts.items() if str(base.get(k)) != v}
+    if name == "cos":
+        words = [f"{differs.pop('iterations')} rounds"] if "iterations" in differs else []
+        words += ["one-threshold shift"] if differs.pop("shift", None) == "threshold" else []
+        words += [f"{k}={v}" for k, v in differs.items()]
+        return f"COS ({', '.join(words)})" if words else "COS"
+    if not opts:
+        return METHOD_NAMES[name]
+    if not differs:
+        return f"{METHOD_NAMES[name]} as printed"
+    if differs == {"init": "weight"}:
+        return f"{METHOD_NAMES[name]} (Algorithm 1)"
+    return f"{METHOD_NAMES[name]} ({', '.join(f'{k}={v}' for k, v in differs.items())})"
+
+
+def variant_names(results: pd.DataFrame) -> dict[str, str]:
+    """Every variant label of ``results`` mapped to its reader's name (:func:`variant_name`)."""
+    names = {}
+    for label in results["variant"].dropna().unique():
+        if not isinstance(label, str):
+            continue
+        method = _label_options(label)[0]
+        names[label] = variant_name(label, printed_calib_images(results, method) if method in METHOD_NAMES else None)
+    return names
+
+
+def _cell(value: object, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and digits == 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+class Table:
+    """A frame formatted for reading, shown as an HTML table in a scrolling container (``_repr_html_``).
+
+    ``frame`` holds the strings shown, so that tests can read what the reader reads."""
+
+    def __init__(self, frame: pd.DataFrame, caption: str | None = None) -> None:
+        self.frame, self.caption = frame, caption
+
+    def _repr_html_(self) -> str:
+        numeric = [c for c in self.frame.columns
+                   if self.frame[c].astype(str).str.fullmatch(r"-?[0-9.]+|–|nan|True|False").all()]
+        uuid = hashlib.sha1(self.frame.to_csv().encode()).hexdigest()[:10]  # stable: a re-render changes nothing
+        styler = (self.frame.style.set_uuid(uuid).format(escape="html").hide(axis="index")
+                  .set_table_attributes('class="icsnn-table"')
+                  .set_table_styles({c: [{"selector": "td, th", "props": "text-align: left"}]
+                                     for c in self.frame.columns if c not in numeric}, overwrite=False))
+        html = styler.to_html()
+        caption = f'<p class="icsnn-caption">{self.caption}</p>' if self.caption else ""
+        return f'<div class="icsnn-scroll" style="overflow-x:auto; max-width:100%">{caption}{html}</div>'
+
+    def __repr__(self) -> str:
+        return self.frame.to_string(index=False)
+
+
+def table(df: pd.DataFrame, *, digits: int = 2, names: dict[str, str] | None = None, caption: str | None = None,
+          headers: dict[str, str] | None = None) -> Table:
+    """``df`` (a plain or pivoted frame) formatted for reading: index levels become columns, numbers are rounded
+    to ``digits`` (integers stay integers), numeric column labels (T, latency, layer) are sorted and shown as
+    integers, variant labels are shortened to what differs from the printed reading (``names``, default
+    :func:`variant_names` of the frame), commits to 10 characters, and headers read as words (:data:`HEADERS`)."""
+    frame = df.copy()
+    if isinstance(frame.columns, pd.MultiIndex):  # a pivot of several values: "our loss, T=8" style headers
+        frame.columns = [", ".join(str(HEADERS.get(str(p), p)) for p in col if str(p) != "") for col in frame.columns]
+    elif all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in frame.columns) and len(frame.columns):
+        frame = frame[sorted(frame.columns)]
+        axis = HEADERS.get(str(frame.columns.name), frame.columns.name) if frame.columns.name else None
+        frame.columns = [f"{axis} = {int(c)}" if axis and i == 0 else str(int(c)) for i, c in enumerate(frame.columns)]
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
+        frame = frame.reset_index()
+    if "ann" in frame:
+        frame["ann"] = frame["ann"].map(lambda a: {"relu": "ReLU", "qcfs": "QCFS"}.get(a, a))
+    if "variant" in frame:
+        lookup = names if names is not None else variant_names(frame)
+        frame["variant"] = frame["variant"].map(lambda v: lookup.get(v, v))
+    for col in ("git_commit",):
+        if col in frame:
+            frame[col] = frame[col].astype(str).str[:10]
+    for col in frame.columns:
+        series = frame[col]
+        if pd.api.types.is_float_dtype(series) and series.dropna().apply(float.is_integer).all() and col != "accuracy":
+            frame[col] = series.map(lambda v: _cell(v, 0))
+        elif pd.api.types.is_float_dtype(series):
+            frame[col] = series.map(lambda v: _cell(v, digits))
+        elif series.dtype == object:
+            frame[col] = series.map(lambda v: _cell(v, digits))
+    frame = frame.rename(columns={**HEADERS, **(headers or {})})
+    return Table(frame, caption)
+
+
+def result_files(results_dir: str | Path) -> list[Path]:
+    """The tidy files of a results folder that a page's reader may download (curves.csv, the largest, excluded:
+    it is in the repository beside them)."""
+    names = ("results.csv", "first_spike.csv", "layer_outputs.csv", "stage_times.csv")
+    return [Path(results_dir) / n for n in names if (Path(results_dir) / n).exists()]
+
+
+def downloads(profile: str, results_dir: str | Path) -> str:
+    """A Markdown line of links to the profile's result files, as published into the book by `icsnn notebooks`
+    (``book/extra/data/<profile>/``, copied to the site's ``data/<profile>/``). Pages of the profiles that have a
+    part of their own sit one folder deeper, hence the relative prefix."""
+    from .notebooks import SEPARATE_PAGES
+
+    up = "../../" if profile in SEPARATE_PAGES else "../"
+    links = ", ".join(f"[{f.name}]({up}data/{profile}/{f.name})" for f in result_files(results_dir))
+    return (f"Download the measurements behind this page ({profile} profile): {links}; every accuracy at every "
+            f"step is in the repository's `results/{profile}/curves.csv`.")
+
+
+class Page:
+    """What every results page starts from: the results folder, its rows (filtered as the page's parameters ask),
+    a figure's own file where the page plots one, and the reader's names of the variants."""
+
+    def __init__(self, profile: str, results_dir: Path, results: pd.DataFrame, rows: pd.DataFrame | None) -> None:
+        self.profile, self.results_dir, self.results, self.rows = profile, results_dir, results, rows
+        self.names = variant_names(results)
+
+    def table(self, df: pd.DataFrame, **kwargs: object) -> Table:
+        """:func:`table` with this page's variant names."""
+        return table(df, names=self.names, **kwargs)
+
+
+def page(profile: str, results_dir: str | Path | None = None, *, data_root: str | None = None, device: str = "auto",
+         recompute: bool = False, dataset: str | None = None, arch: str | list[str] | None = None,
+         T_grid: list[int] | None = None, methods: list[str] | None = None, figure_file: str | None = None,
+         show: bool = True) -> Page:
+    """The shared set-up of every results notebook: find (or compute) the profile's results, select the rows the
+    parameters ask for, load a figure's file (``figure_file``), set the figure style and, with ``show``, print
+    which run the page shows and links to its files."""
+    from .plots import style
+
+    style()
+    out = ensure_results(profile, results_dir, data_root=data_root, device=device, recompute=recompute)
+    results = select(load_results(out), dataset=dataset, arch=arch, T_grid=T_grid, methods=methods)
+    rows = load_figure_rows(out, figure_file, results) if figure_file else None
+    if show:
+        from IPython.display import Markdown, display
+
+        display(Markdown(describe_profile(results, measured=rows) + "\n\n" + downloads(profile, out)))
+    return Page(profile, out, results, rows)
+
+
+def paper_comparison(cmp: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A :func:`compare_with_paper` frame as two wide tables: losses (a row for the paper's and one for ours per
+    method) and verdicts, both by T."""
+    long = pd.concat([cmp.assign(source="paper", value=cmp["paper_loss"]),
+                      cmp.assign(source="this project", value=cmp["our_loss"])])
+    losses = long.pivot_table(index=["paper_method", "source"], columns="T", values="value", sort=False, dropna=False)
+    losses = losses.reindex(pd.MultiIndex.from_product([cmp["paper_method"].unique(), ["paper", "this project"]],
+                                                       names=["paper_method", "source"]))
+    verdicts = cmp.pivot_table(index="paper_method", columns="T", values="verdict", aggfunc="first", sort=False)
+    return losses, verdicts

@@ -1,6 +1,7 @@
 """The companion: report helpers, the notebook batch runner (real papermill runs) and the book build."""
 import re
 import shutil
+from html.parser import HTMLParser
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,96 @@ def test_compare_with_paper_on_hand_made_results():
     assert cmp.loc[("RobustNorm", 16), "verdict"] == "reproduced"  # 82.71 printed vs 82.0 measured
     assert cmp.loc[("IC-SNN", 32), "verdict"] == "not measured"
     assert cmp.loc[("RNL", 16), "verdict"] == "not implemented here"
+
+
+def _readings_frame() -> pd.DataFrame:
+    """A profile's IC-SNN rows as the cpu profile measures them: every reading at 128 calibration images, the
+    printed reading once more at 1024, on the ReLU ANN; on the QCFS ANN the printed reading at 128 only."""
+    from icsnn_core.methods import Method
+
+    printed = Method.make("ic-snn", calib_images=128)
+    readings = [printed, printed.with_options(residual="clip"), printed.with_options(residual="fired"),
+                printed.with_options(granularity="channel"), printed.with_options(compensation="potential"),
+                printed.with_options(calib_images=1024), printed.with_options(init="weight")]
+    rows = [{"dataset": "cifar10", "arch": "vgg16", "ann": "relu", "method": "ic-snn", "variant": m.label,
+             "calib_images": m.calib_images, "T": T, "loss": 10.25 + i, "accuracy": 80.0 - i, "ann_accuracy": 90.0}
+            for i, m in enumerate(readings) for T in (8, 16)]
+    rows += [{"dataset": "cifar10", "arch": "vgg16", "ann": "qcfs", "method": "ic-snn", "variant": printed.label,
+              "calib_images": 128, "T": T, "loss": 5.0, "accuracy": 75.0, "ann_accuracy": 80.0} for T in (8, 16)]
+    return pd.DataFrame(rows)
+
+
+def test_the_printed_reading_is_the_calibration_size_the_readings_were_measured_with():
+    from icsnn_core.report import ambiguity_table, printed_calib_images, printed_variant
+
+    results = _readings_frame()
+    assert printed_calib_images(results, "ic-snn") == 128  # not the largest size (1024)
+    assert printed_variant(results, "ic-snn").endswith("calib_images=128]")
+    amb = ambiguity_table(results, "ic-snn")  # every reading is there, not only the printed ones
+    assert set(amb.loc["vgg16", "residual"].index) == {"raw", "clip", "fired"}
+    assert set(amb.loc["vgg16", "granularity"].index) == {"layer", "channel"}
+    assert set(amb.loc["vgg16", "compensation"].index) == {"printed", "potential"}
+    assert set(amb.loc["vgg16", "calib_images"].index) == {128, 1024}
+    assert amb.loc[("vgg16", "residual", "clip"), 8] == 11.25
+
+
+def test_figure_5_keeps_ic_snn_on_the_qcfs_ann():
+    from icsnn_core import plots
+
+    series = plots.fig5_series(_readings_frame())
+    assert {ann for ann, v in series if v.startswith("ic-snn")} == {"relu", "qcfs"}
+    assert plots.fig5_panels(_readings_frame()) == [("vgg16", "relu"), ("vgg16", "qcfs")]  # ReLU on the left
+
+
+def test_one_colour_per_method_on_every_figure():
+    from icsnn_core import plots
+
+    assert plots.color("ic-snn[init=data,residual=clip]") == plots.color("ic-snn") == plots.METHOD_COLORS["ic-snn"]
+    series, _ = plots.comparison_series(_readings_frame().assign(method="ic-snn"))
+    for (ann, variant), (name, colour, _) in series.items():
+        if variant.startswith("ic-snn") and "best" not in name:
+            assert colour == plots.METHOD_COLORS["ic-snn"]
+
+
+def test_variant_names_say_only_what_differs_from_the_printed_reading():
+    from icsnn_core.report import variant_names
+
+    names = variant_names(_readings_frame())
+    assert sorted(names.values()) == sorted([
+        "IC-SNN as printed", "IC-SNN (residual=clip)", "IC-SNN (residual=fired)", "IC-SNN (granularity=channel)",
+        "IC-SNN (compensation=potential)", "IC-SNN (calib_images=1024)", "IC-SNN (Algorithm 1)"])
+    from icsnn_core.report import variant_name
+    assert variant_name("cos[rho=4,iterations=2,shift=threshold]") == "COS (2 rounds, one-threshold shift)"
+    assert variant_name("snn") == "plain conversion" and variant_name("opi") == "OPI"
+
+
+def test_tables_are_formatted_for_reading():
+    from icsnn_core.report import table
+
+    results = _readings_frame()
+    wide = results[results["ann"] == "relu"].pivot_table(index=["arch", "variant"], columns="T", values="loss", sort=False)
+    wide = wide[[16, 8]]  # latency columns out of order: the table sorts them
+    t = table(wide, names={v: v.split("[")[0].upper() for v in results["variant"]})
+    assert list(t.frame.columns) == ["network", "method (reading)", "T = 8", "16"]
+    assert t.frame.iloc[0].tolist() == ["vgg16", "IC-SNN", "10.25", "10.25"]
+    html = t._repr_html_()
+    assert html.startswith('<div class="icsnn-scroll" style="overflow-x:auto') and "<table" in html
+    assert "<th></th>" not in html  # no index column
+    ints = table(pd.DataFrame({"T": [8.0, 16.0], "accuracy": [91.234, float("nan")], "git_commit": ["a" * 40] * 2}))
+    assert ints.frame.to_dict("list") == {"T": ["8", "16"], "accuracy (%)": ["91.23", "–"], "commit": ["a" * 10] * 2}
+
+
+def test_a_rerun_says_which_points_it_skipped_and_why():
+    from icsnn_core.pipeline import skipped_message
+
+    old = [{"variant": "snn", "git_commit": "aaaaaaaaaaaa", "ann_accuracy": "90.5"}]
+    current = {"git_commit": "bbbbbbbbbbbb", "ann_accuracy": 91.0}
+    message = skipped_message(old, current, Path("results.csv"))
+    assert "skipped 1 points" in message and "aaaaaaaaaa" in message and "another training" in message
+    same_ann = skipped_message(old, {**current, "ann_accuracy": 90.5}, Path("results.csv"))
+    assert "measured by other code" in same_ann and "another training" not in same_ann
+    fresh = skipped_message(old, {"git_commit": "aaaaaaaaaaaa", "ann_accuracy": 90.5}, Path("results.csv"))
+    assert "WARNING" not in fresh and "Fix" not in fresh
 
 
 def test_a_figure_page_names_the_run_that_measured_its_figure(tmp_path):
@@ -147,9 +238,13 @@ def built_book(ci_run, tmp_path_factory):
 def test_every_page_is_built_with_its_figures_and_tables(built_book):
     for entry in nbrun.manifest():
         html = (built_book / "pages" / f"{entry['name']}.html").read_text()
-        assert "<table" in html  # every results page ends with its provenance table
+        assert "<table" in html or entry["name"] == "own_model"  # every results page ends with its provenance table
         if entry["name"] == "performance":  # benchmark files, not a profile's results
             assert "speed-cpu.csv" in html and "Efficiency against the physical floor" in html
+            continue
+        if entry["name"] == "own_model":  # computed when the page is executed, from no results file
+            assert "ANN test accuracy:" in html and re.search(r'<img[^>]+src="[^"]+\.png"', html)
+            assert "Traceback" not in html and "Error" not in html
             continue
         assert "This page shows the <strong>ci</strong> profile" in html
         if entry["name"] in FIGURE_PAGES:
@@ -166,8 +261,92 @@ def test_every_page_is_built_with_its_figures_and_tables(built_book):
 
 
 def test_the_site_loads_nothing_from_other_hosts(built_book):
-    external = re.compile(r'(?:src|href)\s*=\s*["\'](?:https?:)?//|url\(\s*["\']?(?:https?:)?//|THEBE_JS_URL')
+    # a link a reader follows (the paper's DOI) is fine; a script, style sheet, image or font fetched is not
+    external = re.compile(r'src\s*=\s*["\'](?:https?:)?//|<link[^>]+href\s*=\s*["\'](?:https?:)?//'
+                          r'|url\(\s*["\']?(?:https?:)?//|THEBE_JS_URL')
     for path in built_book.rglob("*.html"):
         assert not external.search(path.read_text()), path
     method = (built_book / "method.html").read_text()
     assert "_static/mathjax/tex-chtml.js" in method and (built_book / "_static/mathjax/tex-chtml.js").exists()
+
+
+class _Page(HTMLParser):
+    """The tables of a page, each with whether an element around it scrolls sideways, and its images."""
+
+    SCROLLS = ("overflow-x:auto", "overflow-x: auto", "icsnn-scroll", "pst-scrollable-table-container",
+               "highlight", "table-wrapper")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, bool]] = []
+        self.tables: list[bool] = []
+        self.images: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append({k: v or "" for k, v in a.items()})
+            return
+        if tag in ("br", "hr", "meta", "link", "input", "col", "source", "wbr"):
+            return
+        marks = f"{a.get('style', '')} {a.get('class', '')}"
+        if tag == "table":
+            self.tables.append(any(s for _, s in self.stack) or "scroll" in marks)
+        self.stack.append((tag, any(m in marks for m in self.SCROLLS)))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                del self.stack[i:]
+                return
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text())
+    return page
+
+
+def test_every_table_scrolls_and_every_image_says_what_it_shows(built_book):
+    generated = ("search.html", "genindex.html", "py-modindex.html")  # Sphinx's own index pages
+    pages = [p for p in built_book.rglob("*.html") if "_static" not in p.parts and p.name not in generated]
+    tables = 0
+    for path in pages:
+        page = _parse(path)
+        tables += len(page.tables)
+        assert all(page.tables), f"{path}: a table without a scroll container"
+        for img in page.images:
+            alt = img.get("alt", "").strip()
+            assert len(alt) > 20 and not re.search(r"\.(png|svg|jpe?g)$|^_images/|/", alt), (path, img)
+    assert tables > 20
+
+
+def test_the_intro_leads_with_the_headline_figure_and_the_paper(built_book):
+    html = (built_book / "intro.html").read_text()
+    page = _parse(built_book / "intro.html")
+    assert any(img["src"].endswith("headline.png") and "VGG16" in img["alt"] for img in page.images)
+    assert (built_book / "_images" / "headline.png").exists() or (built_book / "images" / "headline.png").exists()
+    assert "https://doi.org/10.3390/math11010058" in html
+    assert html.index("What this project found") < html.index("headline.png") < html.index("The problem in one")
+
+
+def test_the_gpu_pages_have_titles_of_their_own(built_book):
+    titles = [re.search(r"<title>(.*?)</title>", p.read_text(), re.S).group(1)
+              for p in (built_book / "pages").rglob("*.html")]
+    assert len(titles) == len(set(titles)), sorted(titles)
+    assert "(GPU)" in (built_book / "pages" / "full" / "fig5_accuracy_vs_T.html").read_text()
+
+
+def test_the_result_files_are_downloadable_from_the_pages_that_show_them(built_book):
+    html = (built_book / "pages" / "fig5_accuracy_vs_T.html").read_text()
+    assert 'href="../data/ci/results.csv"' in html and (built_book / "data" / "ci" / "results.csv").exists()
+    full = (built_book / "pages" / "full" / "comparison.html").read_text()
+    assert 'href="../../data/full/results.csv"' in full and (built_book / "data" / "full" / "results.csv").exists()
+
+
+def test_the_api_page_lists_the_public_functions(built_book):
+    import icsnn_core
+
+    html = (built_book / "api.html").read_text()
+    missing = [n for n in icsnn_core.__all__ if n != "__version__" and f'id="icsnn_core.{n}"' not in html]
+    assert not missing, missing
