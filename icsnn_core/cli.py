@@ -38,7 +38,8 @@ DATASET_HELP = ("digits (default, embedded), cifar10, cifar100, fashion-mnist, o
                 "x_train, y_train, x_test, y_test; images [N, C, H, W] or [N, H, W] as uint8 or floats in [0, 1]) or "
                 "a folder with train/<class>/ and test/<class>/ images")
 MODEL_HELP = ("your own model instead of --arch: path/to/file.py:ClassName or package.module:ClassName, built with no "
-              "arguments. This imports the file, so it runs your code, as `python file.py` would")
+              "arguments. This imports the file, so it runs your code, as `python file.py` would (default: none, the "
+              "built-in --arch)")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
