@@ -26,6 +26,7 @@ METHODS = ("snn", "i-snn", "c-snn", "ic-snn", "opi", "qcfs", "cos")
 # the smallest calibration set whose IC-SNN accuracy is within 0.2 points of 10,000 images' (benchmarks/speed.py:
 # VGG16 w0.25 on CIFAR-10, T = 16, clipped residual, all 10,000 test images; see the book's Performance page)
 DEFAULT_CALIB_IMAGES = 128
+CHECK_IMAGES = 128  # calibration images on which a calibrated SNN is compared with plain conversion (one warning)
 INITS = ("data", "weight")
 # the options each method reads; the others are left empty in results
 _OPTIONS = {
@@ -160,7 +161,8 @@ class Method:
         as anything :func:`icsnn_core.data.as_split` takes; ``image_shape`` (one input without the batch
         dimension, for Algorithm 1) is read from ``calib`` when not given. ``sim`` passes batch_size / max_fold /
         device / coding / seed to the calibration simulation. Warns (:class:`CalibrationWarning`) when the
-        calibrated v(0) is below 0 in some layer.
+        calibrated v(0) is below 0 in some layer, or else when the calibrated SNN scores below plain conversion
+        on its calibration images.
         """
         self.check_ann(model)
         named = [n for _, n in neurons(model)]
@@ -190,19 +192,45 @@ class Method:
                 v0 = data_based_init(model, data, T, **opts)
             else:
                 v0 = coding_compensation(model, data, T, compensation=self.compensation, init="data", **opts)
-            self._warn_if_negative(v0)
+            negative = self._warn_if_negative(v0)
+            set_initial_potential(model, v0)
+            if not negative:
+                self._warn_if_worse_than_plain(model, data, T, v0, sim)
+            return
         set_initial_potential(model, v0)
 
-    def _warn_if_negative(self, v0: list[torch.Tensor | float]) -> None:
+    def _warn_if_worse_than_plain(self, model: nn.Module, data: Split, T: int, v0: list[torch.Tensor | float],
+                                  sim: dict[str, object]) -> None:
+        """Warn when the calibrated SNN scores below plain conversion (v(0) = 0) at T on (at most
+        :data:`CHECK_IMAGES` of) its own calibration images: a calibration that hurts where it was measured.
+        Two short simulations; the neurons keep the calibrated v(0)."""
+        from .simulate import accuracy_curve
+
+        check = data.subset(CHECK_IMAGES)
+        opts = {k: sim[k] for k in ("batch_size", "max_fold", "device", "coding", "seed") if k in sim}
+        calibrated = float(accuracy_curve(model, check, T, **opts)[-1])
+        set_initial_potential(model, [0.0] * len(v0))
+        plain = float(accuracy_curve(model, check, T, **opts)[-1])
+        set_initial_potential(model, v0)
+        if calibrated < plain:
+            warnings.warn(f"{self.label}: at T = {T} the calibrated SNN scores below plain conversion on its own "
+                          f"calibration images ({calibrated:.1f}% against {plain:.1f}%). The readings that work on the "
+                          "paper's networks are residual='clip' and init='weight', e.g. Method.make('ic-snn', "
+                          "residual='clip'); the book's Ambiguities page (book/pages/ambiguities.ipynb) measures each "
+                          "reading", CalibrationWarning, stacklevel=3)
+
+    def _warn_if_negative(self, v0: list[torch.Tensor | float]) -> bool:
         # the printed readings (raw mean residual) let silent neurons pull v(0) below 0; the SNN can then fall to
         # chance (measured on the book's Ambiguities page). The message holds no numbers, so Python shows it once
         # per variant rather than once per T.
-        if any(float(torch.as_tensor(v).float().mean()) < 0 for v in v0):
+        negative = any(float(torch.as_tensor(v).float().mean()) < 0 for v in v0)
+        if negative:
             warnings.warn(f"{self.label}: the calibrated initial potential v(0) is below 0 in some layers (silent "
                           "neurons pull the raw mean residual down), and the SNN may score far below plain "
                           "conversion. The readings that hold v(0) in [0, V_th) are residual='clip' (or 'fired') and "
                           "init='weight', e.g. Method.make('ic-snn', residual='clip'); the book's Ambiguities page "
                           "(book/pages/ambiguities.ipynb) measures each reading", CalibrationWarning, stacklevel=3)
+        return negative
 
 
 def infer_image_shape(model: nn.Module, data: Split | None) -> tuple[int, ...]:

@@ -322,6 +322,33 @@ def test_a_negative_calibrated_v0_warns_and_names_the_readings_that_work():
         ic.Method.make("ic-snn", residual="clip").apply(snn, 8, data)
 
 
+def test_a_calibration_that_scores_below_plain_conversion_warns():
+    """Two IF neurons fed 0.6 and 0.4 (class 0 has the larger): with v(0) = 0, by T = 2 neuron 0 fired once and
+    neuron 1 never, so class 0 wins; a v(0) of 1.5 on neuron 1 makes it fire twice and class 1 win."""
+    from icsnn_core.calibration import set_initial_potential
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    with torch.no_grad():
+        for lin in (model[0], model[2]):
+            lin.weight.copy_(torch.eye(2))
+            lin.bias.zero_()
+    snn = ic.convert(model)
+    for _, n in ic.neurons(snn):
+        n.set_threshold(1.0)
+    data = ic.Split.from_tensors(torch.tensor([[0.6, 0.4]] * 4), torch.zeros(4, dtype=torch.long))
+    method = ic.Method("ic-snn")
+    hurting = [torch.tensor([0.0, 1.5])]
+    set_initial_potential(snn, hurting)
+    with pytest.warns(CalibrationWarning, match=r"T = 2 .* below plain conversion .*\(0.0% against 100.0%\).*residual='clip'"):
+        method._warn_if_worse_than_plain(snn, data, 2, hurting, {})
+    assert torch.equal(next(n for _, n in ic.neurons(snn)).v0, hurting[0])  # the calibrated v(0) is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        helping = [torch.tensor([0.5, 0.0])]
+        set_initial_potential(snn, helping)
+        method._warn_if_worse_than_plain(snn, data, 2, helping, {})
+
+
 def test_simulating_unset_thresholds_warns():
     snn = ic.convert(silent_layer_model())
     x = torch.rand(4, 4)
