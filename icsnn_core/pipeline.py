@@ -113,6 +113,7 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         on_converted(model)
     done = {key_of(r): r for r in read_rows(results_csv)}
     skipped: list[dict[str, str]] = []
+    remeasured: list[dict[str, str]] = []
     image_shape = tuple(data.train.x.shape[1:])
     meter = None
     if energy:
@@ -134,8 +135,13 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
                               disable=not progress):
         rows_for = {T: {**common, "method": method.name, "variant": method.label, **method.options(), "T": T,
                         "latency": method.latency(T)} for T in T_grid}
-        todo = [T for T in T_grid if key_of(rows_for[T]) not in done and owner[T] == rank]
-        skipped += [done[key_of(rows_for[T])] for T in T_grid if key_of(rows_for[T]) in done and owner[T] == rank]
+        mine = [T for T in T_grid if owner[T] == rank]
+        # a row measured on another training of this ANN (another ANN accuracy) is not this model's number: measured
+        # again, and replaced
+        other = [T for T in mine if key_of(rows_for[T]) in done and not _same_ann(done[key_of(rows_for[T])], ann_acc)]
+        remeasured += [done[key_of(rows_for[T])] for T in other]
+        todo = [T for T in mine if key_of(rows_for[T]) not in done or T in other]
+        skipped += [done[key_of(rows_for[T])] for T in mine if T not in todo]
         if not todo:
             continue
         rows, curves, ops, layer_ops = [], [], [], []
@@ -162,6 +168,10 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
         log(f"  {method.label} ({time.perf_counter() - started:.0f} s): "
             + ", ".join(f"T={r['T']} {r['accuracy']:.2f}%" for r in rows))
         all_rows += rows
+    if remeasured:
+        accs = sorted({r["ann_accuracy"] for r in remeasured})
+        log(f"  measured {len(remeasured)} points again: {results_csv} held them from another training of this ANN "
+            f"(ANN accuracy {', '.join(accs)}% there, {ann_acc:.4g}% here), and replaced their rows")
     if skipped:
         log(skipped_message(skipped, common, results_csv))
     return all_rows
@@ -180,6 +190,14 @@ def energy_rows(record: EnergyRecord, curve_rows: Sequence[dict[str, object]], c
         ratio = ops["energy_per_image_uj"] / ann_ops["ann_energy_per_image_uj"] if ann_ops["ann_energy_per_image_uj"] else None
         out.append({**c, **_rounded(ops), **ann_ops, "energy_ratio": round(ratio, 6) if ratio is not None else None})
     return out
+def _same_ann(row: dict[str, str], ann_accuracy: float) -> bool:
+    """Whether a results row was measured on this training of the ANN (its ANN accuracy, as rounded in the file)."""
+    try:
+        return abs(float(row.get("ann_accuracy", "")) - round(ann_accuracy, 4)) < 1e-6
+    except ValueError:  # no ANN accuracy recorded: nothing says it is another training
+        return True
+
+
 def skipped_message(skipped: Sequence[dict[str, str]], current: dict[str, object], results_csv: Path) -> str:
     """Say which points a run did not measure because ``results_csv`` already had them, and whether those rows
     came from another commit or from another training of the ANN (another ANN accuracy): then they are not what

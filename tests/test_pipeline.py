@@ -252,3 +252,38 @@ def test_an_output_a_merge_would_damage_is_refused_before_any_work(ci_run, tmp_p
     assert target.read_bytes() == content
     if out.is_dir():
         assert [p.name for p in out.iterdir()] == [name]  # nothing trained, measured or written
+
+
+def test_rows_from_another_training_are_measured_again_and_the_rest_skipped(tmp_path):
+    """A rerun skips the points its results.csv holds for this ANN, and measures again those that came from another
+    training of it (another ANN accuracy): the issue's stale ci rows, 30 points off, were skipped silently."""
+    import csv
+
+    import torch
+
+    from icsnn_core.data import load_digits
+    from icsnn_core.methods import Method
+    from icsnn_core.models import build_model
+    from icsnn_core.pipeline import Conversion, evaluate_methods
+
+    data = load_digits(seed=0)
+    torch.manual_seed(0)
+    model = build_model("digits-cnn", 10, 1, width=0.25)
+    run = dict(conversion=Conversion(threshold_images=64), out_dir=tmp_path, base={"arch": "digits-cnn"},
+               n_test=64, progress=False, energy=False)
+    first = evaluate_methods(model, data, [Method("snn")], [2, 4], **run)
+    path = tmp_path / "results.csv"
+    rows = list(csv.DictReader(path.open()))
+    for r in rows:  # T = 2 as if from another training, T = 4 from this one with a number changed by hand
+        r.update(ann_accuracy="12.5", accuracy="1.0") if r["T"] == "2" else r.update(accuracy="2.0")
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    logs: list[str] = []
+    evaluate_methods(model, data, [Method("snn")], [2, 4], **run, log=logs.append)
+    after = {r["T"]: r for r in read_rows(path)}
+    assert float(after["2"]["accuracy"]) == first[0]["accuracy"] and after["2"]["ann_accuracy"] != "12.5"
+    assert after["4"]["accuracy"] == "2.0"  # same training: skipped, and said so
+    assert any("measured 1 points again" in m and "12.5% there" in m for m in logs), logs
+    assert any("skipped 1 points" in m for m in logs), logs
