@@ -72,7 +72,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci",
-        description="digits (embedded in scikit-learn), digits-cnn with ReLU and with QCFS, 30 epochs, T = 1..64; ~2 minutes on 2 CPU cores",
+        description="digits (embedded in scikit-learn), digits-cnn with ReLU and with QCFS, 30 epochs, T = 1..64; about 105 s on 2 CPU cores",
         dataset="digits",
         models=(ModelChoice("digits-cnn"), ModelChoice("digits-cnn", activation="qcfs")),
         train=TrainConfig(epochs=30, batch_size=64, milestones=(20, 25), augment=False),
