@@ -270,16 +270,25 @@ def series_rows(results: pd.DataFrame, series: dict[tuple[str, str], tuple[str, 
     return rows
 
 
+def _network_panels(frame: pd.DataFrame, height: float) -> tuple[plt.Figure, list[tuple[plt.Axes, str, str, pd.DataFrame]]]:
+    """A figure with one panel per (network, ANN) of ``frame``, two to a row (ReLU before QCFS), and for each panel
+    its axes, network, ANN and rows; panels left over in the last row are removed."""
+    keys = frame[["arch", "ann"]].drop_duplicates().sort_values(
+        ["arch", "ann"], key=lambda c: _ann_order(c) if c.name == "ann" else c)
+    cols = min(2, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, height * rows), squeeze=False)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.remove()
+    return fig, [(ax, arch, ann, frame[(frame["arch"] == arch) & (frame["ann"] == ann)])
+                 for ax, (arch, ann) in zip(axes.flat, keys.itertuples(index=False))]
+
+
 def energy_tradeoff_figure(trade: pd.DataFrame) -> plt.Figure:
     """Accuracy against estimated energy per image (log scale), one panel per (network, ANN), one line per method
     with a marker at each T; the ANN is the black star."""
-    panels = trade[["arch", "ann"]].drop_duplicates().sort_values(["arch", "ann"], key=lambda c: _ann_order(c)
-                                                                  if c.name == "ann" else c)
-    cols = min(2, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, 4.2 * rows), squeeze=False)
-    for ax, (arch, ann) in zip(axes.flat, panels.itertuples(index=False)):
-        part = trade[(trade["arch"] == arch) & (trade["ann"] == ann)]
+    fig, panels = _network_panels(trade, 4.2)
+    for ax, arch, ann, part in panels:
         for method, g in part.groupby("method", sort=False):
             g = g.sort_values("T")
             ax.plot(g["energy_per_image_uj"], g["accuracy"], "o-", color=METHOD_COLORS.get(method, "#333333"),
@@ -288,23 +297,17 @@ def energy_tradeoff_figure(trade: pd.DataFrame) -> plt.Figure:
                 ms=16, label="ANN")
         ax.set(xscale="log", title=f"{arch}, {ANN_NAMES.get(ann, ann)} ANN", xlabel="estimated energy per image (µJ)",
                ylabel="test accuracy (%)")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.remove()
     handles = {l: h for ax in fig.axes for h, l in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.08 if rows == 1 else 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.08 if len(fig.axes) <= 2 else 0.05, 1, 1))
     return fig
 
 
 def firing_rate_figure(rates: pd.DataFrame) -> plt.Figure:
     """Firing rate (spikes per neuron per step) of each IF layer, one panel per (network, ANN), one line per method."""
-    panels = rates[["arch", "ann"]].drop_duplicates()
-    cols = min(2, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, 3.8 * rows), squeeze=False)
-    for ax, (arch, ann) in zip(axes.flat, panels.itertuples(index=False)):
-        part = rates[(rates["arch"] == arch) & (rates["ann"] == ann)]
+    fig, panels = _network_panels(rates, 3.8)
+    for ax, arch, ann, part in panels:
         for method, g in part.groupby("method", sort=False):
             ax.plot(g["layer"], g["firing_rate"], "o-", color=METHOD_COLORS.get(method, "#333333"),
                     label=report.METHOD_NAMES.get(method, method))
@@ -312,7 +315,5 @@ def firing_rate_figure(rates: pd.DataFrame) -> plt.Figure:
                ylabel="spikes per neuron per step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    for ax in list(axes.flat)[len(panels):]:
-        ax.remove()
     fig.tight_layout()
     return fig
