@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     model, data = ci_model(args.checkpoint, device)
     image_shape = tuple(data.train.x.shape[1:])
     for name in ("snn", "ic-snn", "cos"):
-        method = Method.make(name, calib_images=512)
+        method = Method.make(name, **({"calib_images": 512} if name == "ic-snn" else {}))  # as the ci profile
         for T in args.Ts:
             method.apply(model, T, data.train, image_shape=image_shape, device=device)
             off, on = side_by_side(model, data.test, T, device, args.repeats)
