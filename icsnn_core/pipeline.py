@@ -135,13 +135,13 @@ def evaluate_methods(model: nn.Module, data: Dataset, methods: Sequence[Method],
                               disable=not progress):
         rows_for = {T: {**common, "method": method.name, "variant": method.label, **method.options(), "T": T,
                         "latency": method.latency(T)} for T in T_grid}
-        mine = [T for T in T_grid if owner[T] == rank]
-        # a row measured on another training of this ANN (another ANN accuracy) is not this model's number: measured
-        # again, and replaced
-        other = [T for T in mine if key_of(rows_for[T]) in done and not _same_ann(done[key_of(rows_for[T])], ann_acc)]
-        remeasured += [done[key_of(rows_for[T])] for T in other]
-        todo = [T for T in mine if key_of(rows_for[T]) not in done or T in other]
-        skipped += [done[key_of(rows_for[T])] for T in mine if T not in todo]
+        # this rank's points already in results.csv; one measured on another training of this ANN (another ANN
+        # accuracy) is not this model's number: measured again, and replaced
+        held = {T: done[k] for T in T_grid if owner[T] == rank and (k := key_of(rows_for[T])) in done}
+        other = [T for T, r in held.items() if not _same_ann(r, ann_acc)]
+        remeasured += [held[T] for T in other]
+        skipped += [r for T, r in held.items() if T not in other]
+        todo = [T for T in T_grid if owner[T] == rank and (T not in held or T in other)]
         if not todo:
             continue
         rows, curves, ops, layer_ops = [], [], [], []
@@ -190,6 +190,8 @@ def energy_rows(record: EnergyRecord, curve_rows: Sequence[dict[str, object]], c
         ratio = ops["energy_per_image_uj"] / ann_ops["ann_energy_per_image_uj"] if ann_ops["ann_energy_per_image_uj"] else None
         out.append({**c, **_rounded(ops), **ann_ops, "energy_ratio": round(ratio, 6) if ratio is not None else None})
     return out
+
+
 def _same_ann(row: dict[str, str], ann_accuracy: float) -> bool:
     """Whether a results row was measured on this training of the ANN (its ANN accuracy, as rounded in the file)."""
     try:
