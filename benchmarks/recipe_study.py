@@ -39,7 +39,7 @@ _STEPS = {
 }
 _ALL = {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"], **_STEPS["no-decay-norm-bias"], "ema": 0.999,
         "lambda_quantile": 0.99}
-VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+VARIANTS: dict[str, tuple[str, object]] = {
     "paper": ("relu", {}),
     "+onecycle": ("relu", _STEPS["onecycle"]),
     "+nesterov-smooth": ("relu", {**_STEPS["onecycle"], **_STEPS["nesterov-smooth"]}),  # = the fast recipe
@@ -53,6 +53,10 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     # is the gap between qcfs-+ema and +ema the four levels' capacity at this width?
     "qcfs-+ema-L8": ("qcfs", _ALL),
     "qcfs-fast": ("qcfs", "fast"),
+    # the fast recipe with QCFS's floor off for the first part of the epochs (TrainConfig.quant_warmup): does the
+    # gap come from learning through four levels from the start?
+    "qcfs-fast-clip0.3": ("qcfs", ("fast", {"quant_warmup": 0.3})),
+    "qcfs-fast-clip0.6": ("qcfs", ("fast", {"quant_warmup": 0.6})),
 }
 LEVELS = {"qcfs-+ema-L8": 8}
 
@@ -61,6 +65,9 @@ def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:
     activation, change = VARIANTS[variant]
     if change == "fast":
         return activation, recipe("fast", epochs, seed=seed)
+    if isinstance(change, tuple):  # a named recipe with changes
+        name, overrides = change
+        return activation, recipe(name, epochs, seed=seed, recipe=f"study-{variant}", **overrides)
     return activation, replace(recipe("paper", epochs, seed=seed), recipe=f"study-{variant}", **change)
 
 

@@ -96,6 +96,7 @@ class IFNeuron(nn.Module):
         self.t = 0
         self.spike_count: torch.Tensor | None = None
         self.first_spike: torch.Tensor | None = None
+        self.quantised = True  # False only while training with TrainConfig.quant_warmup: QCFS's clip without its floor
         self.calibrated_v0: torch.Tensor | None = None  # COS: this batch's v0 after the offset-spike shifts
         self.step_ops: list[torch.Tensor] = []  # energy counting: per call, [steps, 3] sums over the batch
 
@@ -112,6 +113,8 @@ class IFNeuron(nn.Module):
         if self.activation == "relu":
             return torch.relu(z)
         lam, L = self.lam_value(), self.levels  # QCFS, Bu et al. 2022, eq. (13)
+        if not self.quantised:
+            return lam * torch.clamp(z / lam, 0.0, 1.0)
         return lam * torch.clamp(floor_ste(z * L / lam + 0.5) / L, 0.0, 1.0)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

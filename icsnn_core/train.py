@@ -96,6 +96,8 @@ class TrainConfig:
     lambda_quantile: float | None = 0.99  # QCFS: start each lambda at this quantile of its layer's inputs (None:
     # at ModelSpec.init_lambda, as before; see init_lambdas)
     compile: bool = False  # torch.compile the training step's model (CUDA only)
+    quant_warmup: float = 0.0  # QCFS: the fraction of the epochs trained with the floor off (lambda * clip(z /
+    # lambda, 0, 1)); the published, quantised activation for the rest, so the ANN that results is QCFS's exactly
 
     def validate(self) -> "TrainConfig":
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -108,6 +110,9 @@ class TrainConfig:
         if not (0 <= self.warmup < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema < 1):
             raise ConfigError(f"warmup, label_smoothing and ema must lie in [0, 1), got {self.warmup}, "
                               f"{self.label_smoothing}, {self.ema}. Fix: e.g. 0.15, 0.1 and 0.999 as in the fast recipe")
+        if not 0 <= self.quant_warmup < 1:
+            raise ConfigError(f"quant_warmup must lie in [0, 1), got {self.quant_warmup}. Fix: e.g. 0.5 (the first "
+                              "half of the epochs without QCFS's floor)")
         if self.lambda_quantile is not None and not 0 < self.lambda_quantile <= 1:
             raise ConfigError(f"lambda_quantile must lie in (0, 1], got {self.lambda_quantile}. Fix: e.g. "
                               "--lambda-quantile 0.99, or 0 for the fixed start --init-lambda")
@@ -136,7 +141,7 @@ class TrainConfig:
 
 # the values a checkpoint written before a field existed was trained with (the paper's recipe)
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
-                                                           "decay_all", "ema", "compile")}, "lambda_quantile": None}
+                                                           "decay_all", "ema", "compile", "quant_warmup")}, "lambda_quantile": None}
 
 RECIPES: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
@@ -408,11 +413,15 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     step_model = distributed.data_parallel(model)  # as is in a single process; wrapped before compiling, as DDP asks
     step_model = torch.compile(step_model) if cfg.compile and torch.device(device).type == "cuda" else step_model
     steps = -(-len(data.train) // cfg.batch_size)
-    lambdas = [n.lam for _, n in neurons(model) if n.activation == "qcfs"]  # found once, not at every step
+    qcfs = [n for _, n in neurons(model) if n.activation == "qcfs"]
+    lambdas = [n.lam for n in qcfs]  # found once, not at every step
+    unquantised_epochs = int(cfg.quant_warmup * cfg.epochs)  # < epochs: the last epoch always quantises
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
                       disable=not progress or not distributed.is_main()):
         model.train()
+        for n in qcfs:  # set from the epoch alone, so that a resumed run trains as an uninterrupted one
+            n.quantised = epoch >= unquantised_epochs
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, generator=gen,
@@ -457,6 +466,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         distributed.barrier()  # no rank moves on (or is stopped and resumed) before the checkpoint is complete
     # batch norm's running statistics last saw each rank's own slice: every rank takes rank 0's, the saved ones
     distributed.broadcast_([*model.state_dict().values(), *(ema.state.values() if ema is not None else ())])
+    for n in qcfs:
+        n.quantised = True  # the model returned is QCFS's, also from a run stopped within the warm-up
     if ema is not None:
         model.load_state_dict(ema.state)
     return model.eval()
