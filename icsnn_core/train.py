@@ -139,6 +139,8 @@ class TrainConfig:
         return TrainConfig(**{**asdict(self), "epochs": epochs, "milestones": ms})
 
 
+QCFS_ONLY_TRAIN = ("lambda_quantile", "quant_warmup")  # TrainConfig fields a ReLU ANN's training never reads
+
 # the values a checkpoint written before a field existed was trained with (the paper's recipe)
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
                                                            "decay_all", "ema", "compile", "quant_warmup")}, "lambda_quantile": None}
@@ -390,6 +392,9 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         stored = {"spec": _recipe_spec(spec_of(ckpt)), "train": {**_LEGACY_TRAIN, **ckpt["train"]},
                   "dataset": ckpt["dataset"]}
         expected = {**recipe, "spec": _recipe_spec(spec)}
+        if spec.activation != "qcfs":  # options that only QCFS's training reads do not make a ReLU ANN another one
+            for d in (stored, expected):
+                d["train"] = {k: v for k, v in d["train"].items() if k not in QCFS_ONLY_TRAIN}
         if _normalise(stored) != _normalise(expected):
             raise CheckpointError(f"checkpoint {path} was trained with another model or recipe "
                                   f"({_diff(stored, expected)}). "

@@ -465,3 +465,61 @@ def test_cli_trains_with_a_named_recipe_and_overrides(tmp_path):
                  "--out", str(out), "--quiet"]) == 0
     from icsnn_core.results import read_rows
     assert [(r["epochs"], r["recipe"]) for r in read_rows(out / "results.csv")] == [("2", "fast")]
+
+
+# --- QCFS's floor switched on after a warm-up (TrainConfig.quant_warmup) ----------------------------
+
+def test_unquantised_qcfs_is_the_clip_and_quantised_the_published_activation():
+    from icsnn_core.neuron import IFNeuron
+
+    n = IFNeuron(activation="qcfs", levels=4, init_lambda=2.0)
+    z = torch.tensor([-1.0, 0.2, 0.3, 0.9, 1.3, 2.5])
+    # lam * clip(floor(z L / lam + 1/2) / L, 0, 1) with lam = 2, L = 4: steps of 0.5 rounded to the nearest
+    assert torch.equal(n.ann_activation(z), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.5, 2.0]))
+    n.quantised = False
+    assert torch.equal(n.ann_activation(z), torch.tensor([0.0, 0.2, 0.3, 0.9, 1.3, 2.0]))
+
+
+def test_quant_warmup_trains_the_first_epochs_unquantised_resumes_exactly_and_returns_qcfs(spec, digits, tmp_path,
+                                                                                            monkeypatch):
+    from dataclasses import replace
+
+    from icsnn_core.neuron import IFNeuron
+
+    s = replace(spec, activation="qcfs")
+    seen: list[bool] = []  # per training forward through a QCFS neuron: was the floor on?
+    activation = IFNeuron.ann_activation
+
+    def record(self, z):
+        if self.training and torch.is_grad_enabled():  # a training step, not init_lambdas' look at the data
+            seen.append(self.quantised)
+        return activation(self, z)
+
+    c = cfg(quant_warmup=0.5)  # 3 epochs: int(1.5) = 1 epoch without the floor, then 2 with it
+    monkeypatch.setattr(IFNeuron, "ann_activation", record)
+    straight = _train(s, digits, c, tmp_path / "a.pt")
+    monkeypatch.undo()
+    third = len(seen) // 3
+    assert len(seen) == 3 * third and seen == [False] * third + [True] * (2 * third)
+    assert all(m.quantised for m in straight.modules() if isinstance(m, IFNeuron))
+    assert _differs(straight, _train(s, digits, cfg(), tmp_path / "plain.pt"))  # the warm-up changes training
+    stopped = _train(s, digits, c, tmp_path / "b.pt", stop_after=1)  # stopped inside the warm-up: QCFS all the same
+    assert all(m.quantised for m in stopped.modules() if isinstance(m, IFNeuron))
+    _assert_same_weights(straight, _train(s, digits, c, tmp_path / "b.pt"))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
+def test_quant_warmup_outside_0_1_is_refused(value):
+    with pytest.raises(ConfigError, match="quant_warmup"):
+        TrainConfig(quant_warmup=value).validate()
+
+
+def test_a_relu_checkpoint_is_reused_under_another_qcfs_only_option_and_a_qcfs_one_is_not(spec, digits, tmp_path):
+    from dataclasses import replace
+
+    _train(spec, digits, cfg(), tmp_path / "relu.pt")
+    _train(spec, digits, cfg(quant_warmup=0.5, lambda_quantile=0.9), tmp_path / "relu.pt")  # loaded, not refused
+    s = replace(spec, activation="qcfs")
+    _train(s, digits, cfg(), tmp_path / "qcfs.pt")
+    with pytest.raises(CheckpointError, match="quant_warmup"):
+        _train(s, digits, cfg(quant_warmup=0.5), tmp_path / "qcfs.pt")
