@@ -51,7 +51,7 @@ from torch import fx, nn
 
 from .errors import ConfigError
 from .models import Normalize
-from .neuron import IFNeuron, neurons
+from .neuron import IFNeuron, neurons, step_op_counts
 
 E_MAC_PJ = 4.6  # Horowitz, ISSCC 2014, 45 nm, 32-bit float multiply (3.7 pJ) + add (0.9 pJ)
 E_AC_PJ = 0.9  # Horowitz, ISSCC 2014, 45 nm, 32-bit float add
@@ -326,16 +326,10 @@ def synapses(model: nn.Module, input_shape: Sequence[int]) -> Synapses:
 
 # --- recording during the simulation ---------------------------------------------------------------
 
-_EXACT_FLOAT32 = 2 ** 24  # integers up to here are exact in float32, so are sums of 0/1 x fan-out below it
-
-
 def _weights(fanout: torch.Tensor, presim_fanout: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """[units, 3]: ones, fan-out and pre-simulated fan-out. float32 (fast) where no sample's step can reach 2**24
-    synaptic operations in the layer, else float64; float64 too where CUDA's TF32 would round the fan-outs."""
-    exact32 = int(fanout.sum()) < _EXACT_FLOAT32 and not (torch.device(device).type == "cuda"
-                                                          and torch.backends.cuda.matmul.allow_tf32)
+    """[units, 3] float64: ones, fan-out and pre-simulated fan-out (:func:`step_op_counts` reads them)."""
     w = torch.stack([torch.ones_like(fanout.flatten()), fanout.flatten(), presim_fanout.flatten()], 1)
-    return w.to(device, torch.float32 if exact32 else torch.float64)
+    return w.to(device, torch.float64)
 
 
 @dataclass
@@ -444,9 +438,7 @@ class EnergyMeter:
 
             def count_input(module: nn.Module, args: tuple) -> None:
                 x = args[0]  # 0/1 input spikes, [steps * B, ...]
-                fired = x if x.dtype == w_in.dtype else x.to(w_in.dtype)
-                self._input.append((fired.reshape(-1, w_in.shape[0]) @ w_in)
-                                   .reshape(named[0].steps, -1, 3).sum(1, dtype=torch.float64))
+                self._input.append(step_op_counts(x.float(), w_in, named[0].steps))
 
             hook = model.register_forward_pre_hook(count_input)
         try:

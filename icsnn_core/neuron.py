@@ -42,6 +42,19 @@ def floor_ste(u: torch.Tensor) -> torch.Tensor:
     return u + (torch.floor(u) - u).detach()
 
 
+def step_op_counts(fired: torch.Tensor, weights: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[steps, 3]`` float64: per step, the 0/1 ``fired`` (``[steps * B, ...]`` or ``[steps, B, ...]``) summed over
+    the batch, times ``weights`` (``[units, 3]``: ones, fan-outs, pre-simulated fan-outs).
+
+    The batch is summed first, by a batched product with ones (one pass over the spikes; on the CPU about 0.13 of
+    an IF update's time against 0.18 for ``sum(1)`` and 0.3 for a three-column product of every spike; integer
+    counts up to B, exact in float32 and TF32), then one small float64 product (exact up to 2**53)."""
+    spikes = fired.reshape(steps, -1, weights.shape[0])
+    ones = torch.ones(steps, 1, spikes.shape[1], dtype=spikes.dtype, device=spikes.device)
+    counts = torch.bmm(ones, spikes).squeeze(1)
+    return counts.to(torch.float64) @ weights.to(torch.float64)
+
+
 class IFNeuron(nn.Module):
     """ReLU in ``ann`` mode; IF neuron with soft reset in ``snn`` mode.
 
@@ -191,14 +204,8 @@ class IFNeuron(nn.Module):
 
     def _count_ops(self, fired: torch.Tensor) -> None:
         """Per step of this call, summed over the batch: spikes, synaptic operations (the sum of the spiking
-        neurons' fan-outs) and those into pre-simulated neurons, as one product of the 0/1 spikes with
-        ``sop_weights``. 0/1 times integer fan-outs sum exactly in float32 below 2**24 per sample and step; the
-        meter picks float64 for the layers that could pass it."""
-        w = self.sop_weights
-        if fired.dtype != w.dtype:
-            fired = fired.to(w.dtype)
-        per_sample = (fired.reshape(-1, w.shape[0]) @ w).reshape(fired.shape[0], -1, w.shape[1])
-        self.step_ops.append(per_sample.sum(1, dtype=torch.float64))
+        neurons' fan-outs) and those into pre-simulated neurons (:func:`step_op_counts` with ``sop_weights``)."""
+        self.step_ops.append(step_op_counts(fired, self.sop_weights, fired.shape[0]))
 
     def _record(self, fired_at: torch.Tensor) -> None:
         spikes = fired_at.to(self.v.dtype)

@@ -65,10 +65,25 @@ def images(n: int = 2) -> torch.Tensor:
     return torch.tensor(PIXELS)[torch.randint(len(PIXELS), (n, 1, 8, 8), generator=g)]
 
 
-@pytest.mark.parametrize("b2,float64", [(0.375, False), (-1.0, False), (0.375, True)])  # IF2 fires 3 times in 8, or never
-def test_sops_and_macs_equal_the_hand_count_at_every_step(b2, float64, monkeypatch):
-    if float64:  # the path of layers with 2**24 synapses or more (VGG16's first layers at full width)
-        monkeypatch.setattr("icsnn_core.energy._EXACT_FLOAT32", 0)
+def test_step_op_counts_are_exact_past_float32s_integers():
+    """Sums of spikes x fan-outs far beyond 2**24 per step (VGG16's first layers at full width, large batches)
+    equal the integer count."""
+    from icsnn_core.neuron import step_op_counts
+
+    g = torch.Generator().manual_seed(0)
+    steps, batch, units = 3, 300, 1000
+    fired = (torch.rand(steps, batch, units, generator=g) < 0.7).float()
+    fanout = torch.randint(50_000, 70_000, (units,), generator=g)
+    w = torch.stack([torch.ones(units), fanout.double(), 2 * fanout.double()], 1)
+    exact = torch.einsum("sbu,uk->sk", fired.long(), torch.stack([torch.ones(units).long(), fanout, 2 * fanout], 1))
+    got = step_op_counts(fired, w, steps)
+    assert got.dtype == torch.float64 and float(got[:, 1].min()) > 2 ** 33
+    assert torch.equal(got, exact.double())
+    assert torch.equal(step_op_counts(fired.reshape(steps * batch, units), w, steps), got)  # time folded into batch
+
+
+@pytest.mark.parametrize("b2", [0.375, -1.0])  # IF2 fires 3 times in 8, or never
+def test_sops_and_macs_equal_the_hand_count_at_every_step(b2):
     x, T = images(), 8
     record = run(two_layer(b2), x, T)
     fan = hand_fanout().double()
