@@ -57,7 +57,7 @@ def write_spike_measurements(model: nn.Module, data: Dataset, out: Path, base: d
     x = data.test.images(slice(0, 1), device)
     for method in methods:
         for T in sorted(set(FIG6_T) | set(FIG7_T)):
-            method.apply(model, T, data.train, image_shape=image_shape, **sim)
+            method.apply(model, T, data.train, image_shape=image_shape, check=False, **sim)  # figures, not advice
             if T in FIG6_T:
                 for fs in first_spike_times(model, images, T, batch_size=batch_size, max_fold=max_fold,
                                             coding=coding, device=device, seed=seed):

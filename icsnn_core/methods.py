@@ -153,7 +153,7 @@ class Method:
         return {k: v for k, v in asdict(self).items() if k != "name"}
 
     def apply(self, model: nn.Module, T: int, calib: DataLike | None = None, *,
-              image_shape: tuple[int, ...] | None = None, **sim: object) -> None:
+              image_shape: tuple[int, ...] | None = None, check: bool = True, **sim: object) -> None:
         """Set every neuron's v(0) as this method prescribes for horizon ``T``.
 
         A method whose v(0) depends on T (:attr:`depends_on_T`: I-SNN, C-SNN, IC-SNN) is calibrated for that one
@@ -161,8 +161,9 @@ class Method:
         as anything :func:`icsnn_core.data.as_split` takes; ``image_shape`` (one input without the batch
         dimension, for Algorithm 1) is read from ``calib`` when not given. ``sim`` passes batch_size / max_fold /
         device / coding / seed to the calibration simulation. Warns (:class:`CalibrationWarning`) when the
-        calibrated v(0) is below 0 in some layer, or else when the calibrated SNN scores below plain conversion
-        on its calibration images.
+        calibrated v(0) is below 0 in some layer, or else (unless ``check=False``: two more simulations of
+        :data:`CHECK_IMAGES` images for T steps) when the calibrated SNN scores below plain conversion on its
+        calibration images.
         """
         self.check_ann(model)
         named = [n for _, n in neurons(model)]
@@ -194,7 +195,7 @@ class Method:
                 v0 = coding_compensation(model, data, T, compensation=self.compensation, init="data", **opts)
             negative = self._warn_if_negative(v0)
             set_initial_potential(model, v0)
-            if not negative:
+            if not negative and check:
                 self._warn_if_worse_than_plain(model, data, T, v0, sim)
             return
         set_initial_potential(model, v0)

@@ -349,6 +349,23 @@ def test_a_calibration_that_scores_below_plain_conversion_warns():
         method._warn_if_worse_than_plain(snn, data, 2, helping, {})
 
 
+def test_the_check_against_plain_conversion_runs_unless_apply_is_told_not_to(monkeypatch):
+    """``apply(check=False)`` (as reproduce calls it: it measures plain conversion itself) skips the check's two
+    simulations; by default a non-negative data-based v(0) is checked."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    snn = ic.convert(model)
+    for _, n in ic.neurons(snn):
+        n.set_threshold(1.0)
+    data = ic.Split.from_tensors(torch.rand(8, 2), torch.zeros(8, dtype=torch.long))
+    checked = []
+    monkeypatch.setattr(ic.Method, "_warn_if_worse_than_plain", lambda self, *a: checked.append(a[2]))
+    method = ic.Method("ic-snn", residual="clip")
+    method.apply(snn, 4, data, check=False)
+    assert checked == []
+    method.apply(snn, 4, data)
+    assert checked == [4]
+
+
 def test_simulating_unset_thresholds_warns():
     snn = ic.convert(silent_layer_model())
     x = torch.rand(4, 4)
