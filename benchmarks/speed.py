@@ -1,6 +1,7 @@
 """Speed benchmarks of the SNN simulation, run by hand (not a test): `python benchmarks/speed.py --help`.
 
-1. efficiency = T x (ANN forward time) / (SNN simulation time), VGG16 and ResNet20, T = 8, 32, 128;
+1. efficiency = T x (ANN forward time) / (SNN simulation time), VGG16 and ResNet20, T = 8, 32, 128; and the
+   speed-up of the IF update fused over each window by torch.compile (``simulate(fused=True)``), same outputs;
 2. the same converted network with SpikingJelly's multi-step IF neurons: spike counts compared, then speed;
 3. calibration cost (IC-SNN's Algorithm 3, COS's pre-simulation) against one ANN training epoch, and IC-SNN
    accuracy against the number of calibration images (needs a trained checkpoint and its dataset);
@@ -90,6 +91,42 @@ def efficiency(archs, Ts, batch, device, repeats):
                                      value=round(T * ann / snn, 3), unit="T x ANN time / SNN time"))
                     print(f"efficiency {arch} w{width} T={T} batch={batch} max_fold={fold_used}: ANN {ann*1e3:.1f} ms, "
                           f"SNN {snn*1e3:.1f} ms, efficiency {T*ann/snn:.2f}", flush=True)
+    return rows
+
+
+def fused_if(archs, Ts, batch, device, repeats):
+    """The IF update fused over each window by torch.compile (simulate(fused=True)) against the in-place loop,
+    timed alternately (the same machine load for both); the outputs are checked equal first."""
+    rows = []
+    for arch, width in archs:
+        model = random_snn(arch, width, device)
+        x = torch.rand(batch, 3, 32, 32, device=device)
+        with torch.inference_mode():
+            for T in Ts:
+                fold = batch * min(T, 32)  # windows of up to 32 steps
+                runs = {}
+                for fused in (False, True):
+                    def run(fused=fused):
+                        reset(model)
+                        return simulate(model, x, T, max_fold=fold, fused=fused)
+                    runs[fused] = run
+                if not torch.equal(runs[False](), runs[True]()):  # also the compile, outside the timing
+                    raise SystemExit(f"fused IF changed the output of {arch} at T={T}")
+                times = {False: [], True: []}
+                for _ in range(max(1, repeats)):
+                    for fused, run in runs.items():
+                        sync(device)
+                        t0 = time.perf_counter()
+                        run()
+                        sync(device)
+                        times[fused].append(time.perf_counter() - t0)
+                loop, fused = statistics.median(times[False]), statistics.median(times[True])
+                rows.append(dict(benchmark="fused-if", arch=arch, width=width, T=T, batch=batch, max_fold=fold,
+                                 snn_ms=round(loop * 1e3, 3), fused_ms=round(fused * 1e3, 3),
+                                 value=round(loop / fused, 3),
+                                 unit="in-place loop time / fused window time (same outputs)"))
+                print(f"fused IF {arch} w{width} T={T} batch={batch}: loop {loop*1e3:.1f} ms, fused {fused*1e3:.1f} ms, "
+                      f"speed-up {loop/fused:.2f}x", flush=True)
     return rows
 
 
@@ -255,7 +292,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--checkpoint", help="trained checkpoint for the calibration benchmark (skipped without it)")
     p.add_argument("--data-root", help="its dataset (e.g. the CIFAR-10 archive)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["efficiency", "spikingjelly", "calibration", "memory"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["efficiency", "fused", "spikingjelly", "calibration", "memory"])
     p.add_argument("--calib-test", type=int, default=2000, help="test images for the calibration-size study")
     p.add_argument("--calib-residuals", nargs="+", default=["raw", "clip"], help="IC-SNN residual readings to study")
     args = p.parse_args(argv)
@@ -265,6 +302,8 @@ def main(argv=None):
     rows = []
     if "efficiency" not in args.skip:
         rows += efficiency(archs, (8, 32, 128), batch, args.device, args.repeats)
+    if "fused" not in args.skip:
+        rows += fused_if(archs, (8, 32, 128), batch, args.device, args.repeats)
     if "spikingjelly" not in args.skip:
         rows += spikingjelly(archs, 32, batch, args.device, args.repeats)
     if "calibration" not in args.skip and args.checkpoint:

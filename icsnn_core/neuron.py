@@ -42,6 +42,30 @@ def floor_ste(u: torch.Tensor) -> torch.Tensor:
     return u + (torch.floor(u) - u).detach()
 
 
+def if_window(z: torch.Tensor, v: torch.Tensor, thr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The IF update of eq. (6) over one window of steps (``z``: ``[steps, B, ...]``) as one pure function, for
+    ``torch.compile`` to fuse into one kernel: the 0/1 spikes ``[steps, B, ...]`` and v after the window. The
+    same arithmetic in the same order as the in-place loop of :meth:`IFNeuron.forward`, so the same spikes."""
+    outs = []
+    for t in range(z.shape[0]):
+        v = v + z[t]
+        s = (v > thr).to(z.dtype)
+        v = v - s * thr
+        outs.append(s)
+    return torch.stack(outs), v
+
+
+_compiled_if_window = None
+
+
+def fused_if_window(z: torch.Tensor, v: torch.Tensor, thr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`if_window` compiled (once per process, with dynamic shapes: a recompile per window length and rank)."""
+    global _compiled_if_window
+    if _compiled_if_window is None:
+        _compiled_if_window = torch.compile(if_window, dynamic=True)
+    return _compiled_if_window(z, v, thr)
+
+
 def step_op_counts(fired: torch.Tensor, weights: torch.Tensor, steps: int) -> torch.Tensor:
     """``[steps, 3]`` float64: per step, the 0/1 ``fired`` (``[steps * B, ...]`` or ``[steps, B, ...]``) summed over
     the batch, times ``weights`` (``[units, 3]``: ones, fan-outs, pre-simulated fan-outs).
@@ -109,6 +133,7 @@ class IFNeuron(nn.Module):
         self.t = 0
         self.spike_count: torch.Tensor | None = None
         self.first_spike: torch.Tensor | None = None
+        self.fused = False  # set by simulate(fused=True): the window's IF update through fused_if_window
         self.quantised = True  # False only while training with TrainConfig.quant_warmup: QCFS's clip without its floor
         self.calibrated_v0: torch.Tensor | None = None  # COS: this batch's v0 after the offset-spike shifts
         self.step_ops: list[torch.Tensor] = []  # energy counting: per call, [steps, 3] sums over the batch
@@ -151,12 +176,15 @@ class IFNeuron(nn.Module):
             if self.presim:
                 self.v = self._offset_spike_calibration(z, self.v, thr)
         v, thr_f = self.v, float(thr)  # one host read per call, none per step
-        out = torch.empty_like(z)  # the output spikes: 0/1 in the loop, each carrying V_th after it
-        for t in range(steps):
-            v.add_(z[t])
-            spike = out[t]
-            torch.gt(v, thr_f, out=spike)  # eq. (6): fire when v_temp > V_th (strict)
-            v.sub_(spike, alpha=thr_f)  # soft reset by V_th (1 x V_th is exact: the same as subtracting V_th)
+        if self.fused:
+            out, v = fused_if_window(z, v, thr)
+        else:
+            out = torch.empty_like(z)  # the output spikes: 0/1 in the loop, each carrying V_th after it
+            for t in range(steps):
+                v.add_(z[t])
+                spike = out[t]
+                torch.gt(v, thr_f, out=spike)  # eq. (6): fire when v_temp > V_th (strict)
+                v.sub_(spike, alpha=thr_f)  # soft reset by V_th (1 x V_th is exact: the same as subtracting V_th)
         self.v = v
         if self.track:
             self._record(out > 0)

@@ -123,7 +123,7 @@ def encode(x: torch.Tensor, steps: int, coding: Coding, generator: torch.Generat
 
 @torch.no_grad()
 def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "direct", max_fold: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, fused: bool = False) -> torch.Tensor:
     """Run the SNN on one batch for ``T`` steps from the neurons' ``v0``; return each step's output ``[T, B, K]``.
 
     ``x`` is a batch of images ``[B, C, H, W]`` or of feature vectors ``[B, F]``. The prediction at step t is the
@@ -132,6 +132,8 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     v(T), spike records) for inspection until the next run. Neurons with a pre-simulation (COS's rho) see at
     least rho input steps in their first call; when rho > T the network runs rho steps and the first T outputs
     are returned (later steps cannot change them). Warns (:class:`ThresholdWarning`) when thresholds were never set.
+    ``fused`` runs each window's IF update as one ``torch.compile``'d kernel (:func:`icsnn_core.neuron.if_window`:
+    the same spikes; it pays for windows of several steps, after a compile of seconds per window length).
     """
     T = validate_T(T)
     validate_coding(coding)
@@ -152,12 +154,12 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
         for t0 in range(0, total, window):
             steps = min(window, total - t0)
             for n in named:
-                n.steps = steps
+                n.steps, n.fused = steps, fused
             out = model(encode(x, steps, coding, generator))
             outs.append(out.reshape(steps, b, *out.shape[1:]))
     finally:
         for n in named:  # ANN mode again, without reset: v(T) and the spike records stay readable
-            n.mode = "ann"
+            n.mode, n.fused = "ann", False
     return torch.cat(outs)[:T]
 
 
@@ -180,7 +182,7 @@ def ann_accuracy(model: nn.Module, split: DataLike, *, batch_size: int = 256,
 
 def accuracy_curve(model: nn.Module, split: DataLike, T: int, *, coding: Coding = "direct", batch_size: int = 256,
                    max_fold: int | None = None, device: str | torch.device = "cpu", seed: int = 0, progress: bool = False,
-                   energy: "EnergyMeter | None" = None) -> np.ndarray:
+                   energy: "EnergyMeter | None" = None, fused: bool = False) -> np.ndarray:
     """Accuracy (%) at every t = 1..T from one simulation of horizon T over ``split`` (anything
     :func:`icsnn_core.data.as_split` takes).
 
@@ -189,7 +191,8 @@ def accuracy_curve(model: nn.Module, split: DataLike, T: int, *, coding: Coding 
     is calibrated for one T, so entry t of this curve is the method calibrated for T, read at t.
 
     With ``energy`` (an :class:`icsnn_core.energy.EnergyMeter` built for this model) the same simulation also
-    counts spikes and synaptic operations at every step; they are in ``energy.record`` afterwards.
+    counts spikes and synaptic operations at every step; they are in ``energy.record`` afterwards. ``fused``: as
+    in :func:`simulate`.
     """
     T = validate_T(T)
     split = as_split(split)
@@ -204,7 +207,7 @@ def accuracy_curve(model: nn.Module, split: DataLike, T: int, *, coding: Coding 
         for x, y in tqdm(batches(split, batch_size, device=device), total=-(-len(split) // batch_size),
                          desc=f"simulate T={T}", disable=not progress, leave=False):
             reset(model)
-            out = simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g)
+            out = simulate(model, x, T, coding=coding, max_fold=max_fold, generator=g, fused=fused)
             check_labels(y, out.shape[-1])
             pred = out.cumsum(0).argmax(-1)  # [T, B]
             correct += (pred == y.unsqueeze(0)).sum(1).cpu()
