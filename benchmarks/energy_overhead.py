@@ -11,6 +11,7 @@ device and commit.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from icsnn_core.results import provenance, write_rows  # noqa: E402
 from icsnn_core.simulate import accuracy_curve  # noqa: E402
 from icsnn_core.train import ModelSpec, load_model, train  # noqa: E402
 
-COLUMNS = ("benchmark", "arch", "width", "method", "T", "n_images", "repeats", "off_s", "on_s", "overhead_pct",
+COLUMNS = ("benchmark", "arch", "width", "method", "T", "n_images", "repeats", "off_s", "on_s", "overhead_pct", "load_1min",
            "device", "git_commit", "torch_version", "timestamp")
 
 
@@ -86,7 +87,8 @@ def main(argv=None) -> None:
     def add(arch, width, method, T, n, off, on):
         pct = 100 * (on - off) / off
         rows.append(dict(benchmark="energy-overhead", arch=arch, width=width, method=method, T=T, n_images=n,
-                         repeats=args.repeats, off_s=round(off, 4), on_s=round(on, 4), overhead_pct=round(pct, 2)))
+                         repeats=args.repeats, off_s=round(off, 4), on_s=round(on, 4), overhead_pct=round(pct, 2),
+                         load_1min=round(os.getloadavg()[0], 2)))  # other work on the machine widens the spread
         print(f"{arch} w{width} {method} T={T} ({n} images): {off:.3f} s without counting, {on:.3f} s with "
               f"({pct:+.1f}%)", flush=True)
 

@@ -96,8 +96,10 @@ class TrainConfig:
     lambda_quantile: float | None = 0.99  # QCFS: start each lambda at this quantile of its layer's inputs (None:
     # at ModelSpec.init_lambda, as before; see init_lambdas)
     compile: bool = False  # torch.compile the training step's model (CUDA only)
-    quant_warmup: float = 0.0  # QCFS: the fraction of the epochs trained with the floor off (lambda * clip(z /
-    # lambda, 0, 1)); the published, quantised activation for the rest, so the ANN that results is QCFS's exactly
+    quant_warmup: float = 0.0  # QCFS: the fraction of the epochs trained before the published activation (with
+    # its L levels) takes over for the rest, so the ANN that results is QCFS's exactly. During the warm-up:
+    quant_warmup_mode: str = "clip"  # "clip": the floor off (lambda * clip(z / lambda, 0, 1)); "halving": finer
+    # levels, halved every epoch down to L (a warm-up of W epochs trains with L 2^W, L 2^(W-1), ..., 2L levels)
 
     def validate(self) -> "TrainConfig":
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -110,6 +112,9 @@ class TrainConfig:
         if not (0 <= self.warmup < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.ema < 1):
             raise ConfigError(f"warmup, label_smoothing and ema must lie in [0, 1), got {self.warmup}, "
                               f"{self.label_smoothing}, {self.ema}. Fix: e.g. 0.15, 0.1 and 0.999 as in the fast recipe")
+        if self.quant_warmup_mode not in QUANT_WARMUP_MODES:
+            raise ConfigError(f"unknown quant_warmup_mode {self.quant_warmup_mode!r}; choose one of "
+                              f"{', '.join(QUANT_WARMUP_MODES)}")
         if not 0 <= self.quant_warmup < 1:
             raise ConfigError(f"quant_warmup must lie in [0, 1), got {self.quant_warmup}. Fix: e.g. 0.5 (the first "
                               "half of the epochs without QCFS's floor)")
@@ -139,11 +144,13 @@ class TrainConfig:
         return TrainConfig(**{**asdict(self), "epochs": epochs, "milestones": ms})
 
 
-QCFS_ONLY_TRAIN = ("lambda_quantile", "quant_warmup")  # TrainConfig fields a ReLU ANN's training never reads
+QUANT_WARMUP_MODES = ("clip", "halving")
+QCFS_ONLY_TRAIN = ("lambda_quantile", "quant_warmup", "quant_warmup_mode")  # TrainConfig fields a ReLU ANN's training never reads
 
 # the values a checkpoint written before a field existed was trained with (the paper's recipe)
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
-                                                           "decay_all", "ema", "compile", "quant_warmup")}, "lambda_quantile": None}
+                                                           "decay_all", "ema", "compile", "quant_warmup",
+                                                           "quant_warmup_mode")}, "lambda_quantile": None}
 
 RECIPES: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
@@ -420,13 +427,16 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     steps = -(-len(data.train) // cfg.batch_size)
     qcfs = [n for _, n in neurons(model) if n.activation == "qcfs"]
     lambdas = [n.lam for n in qcfs]  # found once, not at every step
-    unquantised_epochs = int(cfg.quant_warmup * cfg.epochs)  # < epochs: the last epoch always quantises
+    published_levels = [n.levels for n in qcfs]
+    unquantised_epochs = int(cfg.quant_warmup * cfg.epochs)  # < epochs: the last epoch always has the L levels
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in tqdm(range(start, end), desc=f"train {spec.arch}", initial=start, total=cfg.epochs,
                       disable=not progress or not distributed.is_main()):
         model.train()
-        for n in qcfs:  # set from the epoch alone, so that a resumed run trains as an uninterrupted one
-            n.quantised = epoch >= unquantised_epochs
+        for n, levels in zip(qcfs, published_levels):  # from the epoch alone: a resumed run trains as an uninterrupted one
+            warm = max(0, unquantised_epochs - epoch)  # warm-up epochs left, this one included
+            n.quantised = not warm or cfg.quant_warmup_mode != "clip"
+            n.levels = levels * 2 ** warm if cfg.quant_warmup_mode == "halving" else levels
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, generator=gen,
@@ -471,8 +481,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         distributed.barrier()  # no rank moves on (or is stopped and resumed) before the checkpoint is complete
     # batch norm's running statistics last saw each rank's own slice: every rank takes rank 0's, the saved ones
     distributed.broadcast_([*model.state_dict().values(), *(ema.state.values() if ema is not None else ())])
-    for n in qcfs:
-        n.quantised = True  # the model returned is QCFS's, also from a run stopped within the warm-up
+    for n, levels in zip(qcfs, published_levels):
+        n.quantised, n.levels = True, levels  # the model returned is QCFS's, also from a run stopped in the warm-up
     if ema is not None:
         model.load_state_dict(ema.state)
     return model.eval()

@@ -508,10 +508,34 @@ def test_quant_warmup_trains_the_first_epochs_unquantised_resumes_exactly_and_re
     _assert_same_weights(straight, _train(s, digits, c, tmp_path / "b.pt"))
 
 
+def test_halving_warmup_trains_with_levels_halved_each_epoch_down_to_l(spec, digits, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from icsnn_core.neuron import IFNeuron
+
+    s = replace(spec, activation="qcfs", levels=4)
+    seen: list[tuple[bool, int]] = []
+    activation = IFNeuron.ann_activation
+
+    def record(self, z):
+        if self.training and torch.is_grad_enabled():
+            seen.append((self.quantised, self.levels))
+        return activation(self, z)
+
+    monkeypatch.setattr(IFNeuron, "ann_activation", record)
+    model = _train(s, digits, cfg(epochs=4, quant_warmup=0.5, quant_warmup_mode="halving"), tmp_path / "h.pt")
+    monkeypatch.undo()
+    quarter = len(seen) // 4  # int(0.5 * 4) = 2 warm-up epochs: 4 * 2^2 = 16 levels, then 8, then the published 4
+    assert seen == [(True, 16)] * quarter + [(True, 8)] * quarter + [(True, 4)] * (2 * quarter)
+    assert all(m.levels == 4 and m.quantised for m in model.modules() if isinstance(m, IFNeuron))
+
+
 @pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
 def test_quant_warmup_outside_0_1_is_refused(value):
     with pytest.raises(ConfigError, match="quant_warmup"):
         TrainConfig(quant_warmup=value).validate()
+    with pytest.raises(ConfigError, match="quant_warmup_mode"):
+        TrainConfig(quant_warmup=0.5, quant_warmup_mode="linear").validate()
 
 
 def test_a_relu_checkpoint_is_reused_under_another_qcfs_only_option_and_a_qcfs_one_is_not(spec, digits, tmp_path):
