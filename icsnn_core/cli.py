@@ -21,7 +21,8 @@ from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA, neurons
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device, summary
 from .profiles import PROFILES, get_profile
 from .simulate import CODINGS
-from .train import RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, load_weights, recipe, train
+from .train import (QUANT_WARMUP_MODES, RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, load_weights,
+                    recipe, train)
 
 DESCRIPTION = """\
 ANN-to-SNN conversion at low latency: the IC-SNN paper (Mathematics 2023, 11, 58) and its peers
@@ -124,8 +125,9 @@ def _parser() -> argparse.ArgumentParser:
                          f"{DEFAULT_INIT_LAMBDA:g}; QCFS's code uses 8, which collapsed behind batch norm on CIFAR-10)")
     tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
     tp.add_argument("--recipe", choices=list(RECIPES), default="paper",
-                    help="paper: the paper's (SGD, step decay); fast: one-cycle, Nesterov, label smoothing "
-                         "(benchmarks/recipe_study.py measures each) (default: paper)")
+                    help="paper: the paper's (SGD, step decay); fast: one-cycle, Nesterov, label smoothing, and "
+                         "for QCFS a warm-up with finer levels (benchmarks/recipe_study.py measures each) "
+                         "(default: paper)")
     d = TrainConfig()
     tp.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
     tp.add_argument("--lr", type=float, help=f"peak SGD learning rate (default: the recipe's, {d.lr})")
@@ -137,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--lambda-quantile", type=float,
                     help=f"QCFS: start each lambda at this quantile of its layer's inputs (default {d.lambda_quantile}); "
                          "0 starts them at --init-lambda")
+    tp.add_argument("--quant-warmup", type=float,
+                    help="QCFS: the fraction of the epochs trained before QCFS's L levels take over (default: the "
+                         "recipe's: 0 for paper, 0.6 for fast)")
+    tp.add_argument("--quant-warmup-mode", choices=QUANT_WARMUP_MODES,
+                    help="QCFS warm-up: halving (levels L 2^W, ..., 2L, halved each epoch) or clip (no floor) "
+                         "(default: the recipe's)")
     tp.add_argument("--no-augment", action="store_true",
                     help="no random crop + flip (they are on for CIFAR, off for digits and Fashion-MNIST)")
     tp.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
@@ -212,8 +220,8 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.command == "train":
         data = load_dataset(args.dataset, args.data_root, download=args.download, seed=args.seed)
-        given = {k: getattr(args, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "lambda_quantile")
-                 if getattr(args, k) is not None}
+        given = {k: getattr(args, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "lambda_quantile",
+                                               "quant_warmup", "quant_warmup_mode") if getattr(args, k) is not None}
         if given.get("lambda_quantile") == 0:
             given["lambda_quantile"] = None
         cfg = recipe(args.recipe, args.epochs, seed=args.seed, amp=args.amp,

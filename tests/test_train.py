@@ -295,7 +295,9 @@ def test_named_recipes():
     assert RECIPES["paper"] == TrainConfig()
     fast = recipe("fast", 20, seed=3)
     assert (fast.epochs, fast.seed, fast.recipe, fast.schedule, fast.nesterov, fast.label_smoothing, fast.decay_all,
-            fast.ema) == (20, 3, "fast", "onecycle", True, 0.1, True, 0.0)
+            fast.ema, fast.quant_warmup, fast.quant_warmup_mode) == (20, 3, "fast", "onecycle", True, 0.1, True, 0.0,
+                                                                     0.6, "halving")
+    assert RECIPES["paper"].quant_warmup == 0.0
     assert recipe("paper", 30).milestones == (7, 13, 19, 24)
     with pytest.raises(ConfigError, match="unknown recipe 'quick'; choose one of paper, fast"):
         recipe("quick")
@@ -454,10 +456,10 @@ def test_cli_trains_with_a_named_recipe_and_overrides(tmp_path):
     path = tmp_path / "q.pt"
     assert main(["train", "--dataset", "digits", "--arch", "digits-cnn", "--width", "0.25", "--activation", "qcfs",
                  "--recipe", "fast", "--epochs", "2", "--lambda-quantile", "0", "--batch-size", "256",
-                 "--checkpoint", str(path), "--quiet"]) == 0
+                 "--quant-warmup", "0.5", "--quant-warmup-mode", "clip", "--checkpoint", str(path), "--quiet"]) == 0
     t = load_checkpoint(path)["train"]
-    assert (t["recipe"], t["schedule"], t["epochs"], t["batch_size"], t["lambda_quantile"], t["ema"]) == \
-        ("fast", "onecycle", 2, 256, None, 0.0)
+    assert (t["recipe"], t["schedule"], t["epochs"], t["batch_size"], t["lambda_quantile"], t["ema"],
+            t["quant_warmup"], t["quant_warmup_mode"]) == ("fast", "onecycle", 2, 256, None, 0.0, 0.5, "clip")
     assert path.with_name("q.pt.log.csv").read_text().count("\n") == 3  # header and two epochs
     # evaluated, its rows say which recipe trained it (and are not confused with a paper-recipe twin's)
     out = tmp_path / "eval"
