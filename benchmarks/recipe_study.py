@@ -60,6 +60,8 @@ VARIANTS: dict[str, tuple[str, object]] = {
     # the clip's sudden switch to four levels cost half the training accuracy for an epoch: levels halved each
     # epoch of the warm-up instead (256, 128, ..., 8, then 4 at 10 epochs)
     "qcfs-fast-halving0.6": ("qcfs", ("fast", {"quant_warmup": 0.6, "quant_warmup_mode": "halving"})),
+    # fewer warm-up epochs, more of them with four levels
+    "qcfs-fast-halving0.4": ("qcfs", ("fast", {"quant_warmup": 0.4, "quant_warmup_mode": "halving"})),
 }
 LEVELS = {"qcfs-+ema-L8": 8}
 
