@@ -211,8 +211,7 @@ def skipped_message(skipped: Sequence[dict[str, str]], current: dict[str, object
     text = (f"  skipped {len(skipped)} points of {len(variants)} variants already in {results_csv} (measured at commit "
             f"{', '.join(commits)}, ANN accuracy {', '.join(accs)}%)")
     stale = [c for c in commits if c != str(current.get("git_commit", ""))[:10]]
-    other_ann = [a for a in accs if a and abs(float(a) - float(current["ann_accuracy"])) > 1e-6]
-    if other_ann:
+    if any(not _same_ann(r, float(current["ann_accuracy"])) for r in skipped):
         text += (f"; WARNING: this run's ANN scores {current['ann_accuracy']}%, so those rows come from another "
                  "training. Fix: reuse the checkpoint they came from, or delete their rows (or use a fresh --out) "
                  "to measure them again")
