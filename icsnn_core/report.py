@@ -109,10 +109,13 @@ def load_benchmarks(pattern: str) -> tuple[pd.DataFrame, list[Path]]:
     return (pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()), files
 
 
-def largest_profile(results_root: str | Path = "results") -> str | None:
-    """The largest profile (full > cpu > ci) whose results.csv exists under ``results_root``."""
-    for name in reversed(PROFILE_ORDER):
-        if (Path(results_root) / name / "results.csv").exists():
+def largest_profile(results_root: str | Path = "results", *, file: str = "results.csv",
+                    below: str | None = None) -> str | None:
+    """The largest profile (full > cpu > ci), smaller than ``below`` if given, whose ``file`` exists under
+    ``results_root``; None if none has it."""
+    names = PROFILE_ORDER[:PROFILE_ORDER.index(below)] if below in PROFILE_ORDER else PROFILE_ORDER
+    for name in reversed(names):
+        if (Path(results_root) / name / file).exists():
             return name
     return None
 

@@ -183,6 +183,23 @@ def test_publish_keeps_the_largest_profile(tmp_path):
     assert nbrun._profile_of(page) == "full"
 
 
+def test_a_page_without_energy_files_falls_back_to_the_largest_smaller_profile_that_has_them(tmp_path):
+    from icsnn_core.report import largest_profile
+
+    for name, files in (("ci", ["results.csv", "energy.csv"]), ("cpu", ["results.csv", "energy.csv"]),
+                        ("full", ["results.csv"])):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_text("x\n")
+    assert largest_profile(tmp_path) == "full"
+    assert largest_profile(tmp_path, file="energy.csv") == "cpu"
+    assert largest_profile(tmp_path, file="energy.csv", below="full") == "cpu"
+    assert largest_profile(tmp_path, file="energy.csv", below="cpu") == "ci"
+    assert largest_profile(tmp_path, file="energy.csv", below="ci") is None
+    (tmp_path / "cpu" / "energy.csv").unlink()
+    assert largest_profile(tmp_path, file="energy.csv", below="full") == "ci"
+
+
 def test_the_gpu_profile_has_pages_of_its_own(tmp_path):
     book = tmp_path / "book"
     assert nbrun.page_for(book, "tables", "cpu") == book / "pages" / "tables.ipynb"
