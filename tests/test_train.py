@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -549,3 +550,25 @@ def test_a_relu_checkpoint_is_reused_under_another_qcfs_only_option_and_a_qcfs_o
     _train(s, digits, cfg(), tmp_path / "qcfs.pt")
     with pytest.raises(CheckpointError, match="quant_warmup"):
         _train(s, digits, cfg(quant_warmup=0.5), tmp_path / "qcfs.pt")
+
+
+def test_the_qcfs_levels_diagnosis_scores_the_profiles_ann_and_its_twin(ci_run):
+    """benchmarks/qcfs_levels.py reads a QCFS ANN as the profile measured it (its published row is the run's ANN
+    accuracy to the digit), and its ReLU twin as the run measured that."""
+    import importlib.util
+
+    from icsnn_core.data import load_dataset
+
+    found = importlib.util.spec_from_file_location("qcfs_levels", Path(__file__).parents[1] / "benchmarks" / "qcfs_levels.py")
+    mod = importlib.util.module_from_spec(found)
+    found.loader.exec_module(mod)
+    ckpt = next((ci_run / "checkpoints").glob("*qcfs4*.pt"))
+    with pytest.raises(ConfigError, match="does not name a QCFS checkpoint"):
+        mod.relu_twin(mod.relu_twin(ckpt))
+    rows = list(csv.DictReader((ci_run / "results.csv").open()))
+    ann = {r["ann"]: float(r["ann_accuracy"]) for r in rows}
+    test = load_dataset("digits").test.subset(int(rows[0]["n_test"]))
+    got = {(r["reading"], r["levels"]): r["accuracy"] for r in mod.readings(ckpt, test, 256)}
+    assert set(got) == {("relu twin", ""), ("published", 4), ("more levels", 8), ("more levels", 16),
+                        ("more levels", 64), ("floor off", "")}
+    assert round(got[("published", 4)], 4) == ann["qcfs"] and round(got[("relu twin", "")], 4) == ann["relu"]
