@@ -323,6 +323,16 @@ def cost_to_reach(trade: pd.DataFrame, within: tuple[float, ...] = (1.0, 0.1)) -
     return pd.DataFrame(out)
 
 
+def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`cost_to_reach` frame for reading: one row per method, the latency (T, plus COS's rho) and energy
+    relative to the ANN's (``E/ANN``) for each ``within`` (``±1``: within 1 point) side by side."""
+    cost = cost.assign(within=[f"±{w:g}" for w in cost["within (points)"]]).rename(columns={"energy / ANN's": "E/ANN"})
+    order = list(dict.fromkeys(zip(cost["arch"], cost["ann"], cost["method"])))
+    wide = cost.pivot(index=["arch", "ann", "method"], columns="within", values=["latency", "E/ANN"])
+    columns = [(w, v) for w in cost["within"].unique() for v in ("latency", "E/ANN")]
+    return wide.swaplevel(axis=1)[columns].reindex(order)
+
+
 def firing_rates(layers: pd.DataFrame, variants: list[str], T: int | None = None) -> pd.DataFrame:
     """Per-layer firing rate (spikes per neuron per step) of ``variants`` at t = T, IF layers only; T defaults to
     8, or the smallest T measured above it."""
@@ -466,13 +476,14 @@ def result_files(results_dir: str | Path) -> list[Path]:
     return [Path(results_dir) / n for n in names if (Path(results_dir) / n).exists()]
 
 
-def downloads(profile: str, results_dir: str | Path) -> str:
+def downloads(profile: str, results_dir: str | Path, page_profile: str | None = None) -> str:
     """A Markdown line of links to the profile's result files, as published into the book by `icsnn notebooks`
     (``book/extra/data/<profile>/``, copied to the site's ``data/<profile>/``). Pages of the profiles that have a
-    part of their own sit one folder deeper, hence the relative prefix."""
+    part of their own sit one folder deeper, hence the relative prefix; ``page_profile`` is the profile of the
+    page the line is shown on, when that page shows another profile's files (default: ``profile``)."""
     from .notebooks import SEPARATE_PAGES
 
-    up = "../../" if profile in SEPARATE_PAGES else "../"
+    up = "../../" if (page_profile or profile) in SEPARATE_PAGES else "../"
     links = ", ".join(f"[{f.name}]({up}data/{profile}/{f.name})" for f in result_files(results_dir))
     return (f"Download the measurements behind this page ({profile} profile): {links}; every accuracy at every "
             f"step is in the repository's `results/{profile}/curves.csv`.")
@@ -494,10 +505,10 @@ class Page:
 def page(profile: str, results_dir: str | Path | None = None, *, data_root: str | None = None, device: str = "auto",
          recompute: bool = False, dataset: str | None = None, arch: str | list[str] | None = None,
          T_grid: list[int] | None = None, methods: list[str] | None = None, figure_file: str | None = None,
-         show: bool = True) -> Page:
+         show: bool = True, shown_on: str | None = None) -> Page:
     """The shared set-up of every results notebook: find (or compute) the profile's results, select the rows the
     parameters ask for, load a figure's file (``figure_file``), set the figure style and, with ``show``, print
-    which run the page shows and links to its files."""
+    which run the page shows and links to its files (from a page of profile ``shown_on``, if not ``profile``'s)."""
     from .plots import style
 
     style()
@@ -507,7 +518,7 @@ def page(profile: str, results_dir: str | Path | None = None, *, data_root: str 
     if show:
         from IPython.display import Markdown, display
 
-        display(Markdown(describe_profile(results, measured=rows) + "\n\n" + downloads(profile, out)))
+        display(Markdown(describe_profile(results, measured=rows) + "\n\n" + downloads(profile, out, shown_on)))
     return Page(profile, out, results, rows)
 
 

@@ -200,6 +200,15 @@ def test_a_page_without_energy_files_falls_back_to_the_largest_smaller_profile_t
     assert largest_profile(tmp_path, file="energy.csv", below="full") == "ci"
 
 
+def test_a_gpu_page_that_shows_cpu_files_links_them_from_its_own_folder(tmp_path):
+    from icsnn_core.report import downloads
+
+    (tmp_path / "results.csv").write_text("x\n")
+    assert "(../data/cpu/results.csv)" in downloads("cpu", tmp_path)
+    assert "(../../data/full/results.csv)" in downloads("full", tmp_path)
+    assert "(../../data/cpu/results.csv)" in downloads("cpu", tmp_path, page_profile="full")  # pages/full/energy
+
+
 def test_the_gpu_profile_has_pages_of_its_own(tmp_path):
     book = tmp_path / "book"
     assert nbrun.page_for(book, "tables", "cpu") == book / "pages" / "tables.ipynb"

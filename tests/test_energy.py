@@ -272,3 +272,24 @@ def test_a_model_whose_synapses_cannot_be_counted_is_still_measured(tmp_path):
                             out_dir=tmp_path, base={"arch": "odd"}, progress=False, log=logs.append)
     assert len(rows) == 1 and (tmp_path / "results.csv").exists() and not (tmp_path / "energy.csv").exists()
     assert any("energy not counted" in m and "permute" in m for m in logs), logs
+
+
+def test_cost_to_reach_finds_the_first_T_within_each_margin_and_the_table_puts_them_side_by_side():
+    import pandas as pd
+
+    from icsnn_core.report import cost_table, cost_to_reach
+
+    trade = pd.DataFrame({"arch": "a", "ann": "relu", "method": ["m"] * 3 + ["n"] * 3, "variant": ["m"] * 3 + ["n"] * 3,
+                          "T": [2, 4, 8] * 2, "latency": [6, 8, 12, 2, 4, 8], "ann_accuracy": 90.0,
+                          "accuracy": [88.0, 89.5, 89.95, 50.0, 60.0, 70.0],
+                          "energy_per_image_uj": [1.0, 2.0, 4.0, 1.0, 2.0, 4.0],
+                          "energy_ratio": [0.1, 0.2, 0.4, 0.1, 0.2, 0.4]})
+    cost = cost_to_reach(trade)
+    m = cost[cost["method"] == "m"].set_index("within (points)")
+    assert m.loc[1.0, "T"] == 4 and m.loc[1.0, "latency"] == 8 and m.loc[1.0, "energy / ANN's"] == 0.2
+    assert m.loc[0.1, "T"] == 8 and m.loc[0.1, "latency"] == 12  # 89.95 >= 90 - 0.1
+    assert cost[cost["method"] == "n"]["T"].isna().all()  # never within: empty, not dropped
+    wide = cost_table(cost)
+    assert list(wide.index) == [("a", "relu", "m"), ("a", "relu", "n")]
+    assert list(wide.columns) == [("±1", "latency"), ("±1", "E/ANN"), ("±0.1", "latency"), ("±0.1", "E/ANN")]
+    assert wide.loc[("a", "relu", "m"), ("±0.1", "E/ANN")] == 0.4
