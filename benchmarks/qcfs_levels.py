@@ -86,10 +86,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no such checkpoint: {', '.join(missing)}. Fix: train them first (icsnn reproduce) or "
                          "correct the paths")
     test = load_dataset(args.dataset, args.data_root).test.subset(args.n_test)
+    prov = provenance("cpu")  # once: it asks git for the commit
     rows = []
     for path in args.checkpoints:
         for r in readings(path, test, args.batch_size):
-            rows.append({**r, **provenance("cpu")})
+            rows.append({**r, **prov})
             print(f"{r['checkpoint']}: {r['reading']} {r['levels']} {r['accuracy']:.2f}%")
     write_rows(args.out, rows, COLUMNS)
     print(f"wrote {args.out}")
