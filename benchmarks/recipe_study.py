@@ -62,6 +62,10 @@ VARIANTS: dict[str, tuple[str, object]] = {
     "qcfs-fast-halving0.6": ("qcfs", ("fast", {"quant_warmup": 0.6, "quant_warmup_mode": "halving"})),
     # fewer warm-up epochs, more of them with four levels
     "qcfs-fast-halving0.4": ("qcfs", ("fast", {"quant_warmup": 0.4, "quant_warmup_mode": "halving"})),
+    # and more: 80% of the epochs with finer levels (1024 down to 8 over 8 of 10 epochs), two with four
+    "qcfs-fast-halving0.8": ("qcfs", ("fast", {"quant_warmup": 0.8, "quant_warmup_mode": "halving"})),
+    # the fast recipe (halving over 60%) without weight decay on the lambdas alone: decay pulls each clip down
+    "qcfs-fast-lambda-nodecay": ("qcfs", ("fast", {"decay_lambda": False})),
 }
 LEVELS = {"qcfs-+ema-L8": 8}
 

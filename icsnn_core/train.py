@@ -94,6 +94,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     decay_all: bool = True  # False: no weight decay on batch-norm parameters, biases and QCFS's lambda
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); the EMA is the result
+    decay_lambda: bool = True  # QCFS: False keeps weight decay off its lambdas alone (decay pulls the clip down)
     lambda_quantile: float | None = 0.99  # QCFS: start each lambda at this quantile of its layer's inputs (None:
     # at ModelSpec.init_lambda, as before; see init_lambdas)
     compile: bool = False  # torch.compile the training step's model (CUDA only)
@@ -146,12 +147,12 @@ class TrainConfig:
 
 
 QUANT_WARMUP_MODES = ("clip", "halving")
-QCFS_ONLY_TRAIN = ("lambda_quantile", "quant_warmup", "quant_warmup_mode")  # TrainConfig fields a ReLU ANN's training never reads
+QCFS_ONLY_TRAIN = ("decay_lambda", "lambda_quantile", "quant_warmup", "quant_warmup_mode")  # TrainConfig fields a ReLU ANN's training never reads
 
 # the values a checkpoint written before a field existed was trained with (the paper's recipe)
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
-                                                           "decay_all", "ema", "compile", "quant_warmup",
-                                                           "quant_warmup_mode")}, "lambda_quantile": None}
+                                                           "decay_all", "decay_lambda", "ema", "compile",
+                                                           "quant_warmup", "quant_warmup_mode")}, "lambda_quantile": None}
 
 RECIPES: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
@@ -291,14 +292,19 @@ def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tupl
     return model, ckpt
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = True) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = True,
+                 decay_lambda: bool = True) -> list[dict[str, Any]]:
     """SGD parameter groups: with ``decay_all=False`` batch-norm parameters, biases and QCFS's lambda (every
-    parameter with fewer than two dimensions) get no weight decay; decay would only shrink them towards 0."""
+    parameter with fewer than two dimensions) get no weight decay, with ``decay_lambda=False`` QCFS's lambdas
+    alone; decay would only shrink them towards 0."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if decay_all:
+    lams = {id(n.lam) for _, n in neurons(model) if n.activation == "qcfs"}
+    undecayed = [p for p in params if (not decay_all and p.dim() <= 1) or (not decay_lambda and id(p) in lams)]
+    if not undecayed:
         return [{"params": params, "weight_decay": weight_decay}]
-    return [{"params": [p for p in params if p.dim() > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+    skip = {id(p) for p in undecayed}
+    return [{"params": [p for p in params if id(p) not in skip], "weight_decay": weight_decay},
+            {"params": undecayed, "weight_decay": 0.0}]
 
 
 @torch.no_grad()
@@ -388,7 +394,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     torch.manual_seed(cfg.seed)
     model = spec.build()
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.decay_all), lr=cfg.lr, momentum=cfg.momentum,
+    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.decay_all, cfg.decay_lambda), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov)
     history: list[dict[str, float]] = []
     start = 0

@@ -319,6 +319,12 @@ def test_no_decay_on_norm_bias_and_lambda(digits):
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     (only,) = param_groups(model, 5e-4)
     assert len(only["params"]) == len(list(model.parameters())) and only["weight_decay"] == 5e-4
+    decay, no_decay = param_groups(model, 5e-4, decay_lambda=False)  # the lambdas alone, every other one decayed
+    assert {names[id(p)] for p in no_decay["params"]} == {n for n in names.values() if n.endswith("lam")} != set()
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    relu = ModelSpec("digits-cnn", 0.25, True, in_channels=1).build()  # no lambda: one group, as before
+    (only,) = param_groups(relu, 5e-4, decay_lambda=False)
+    assert len(only["params"]) == len(list(relu.parameters()))
 
 
 def _qcfs_inputs(model, x):
