@@ -95,6 +95,7 @@ class TrainConfig:
     decay_all: bool = True  # False: no weight decay on batch-norm parameters, biases and QCFS's lambda
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); the EMA is the result
     decay_lambda: bool = True  # QCFS: False keeps weight decay off its lambdas alone (decay pulls the clip down)
+    lambda_lr: float = 1.0  # QCFS: lambda's learning rate as a multiple of the weights' (its gradient sums a layer)
     lambda_quantile: float | None = 0.99  # QCFS: start each lambda at this quantile of its layer's inputs (None:
     # at ModelSpec.init_lambda, as before; see init_lambdas)
     compile: bool = False  # torch.compile the training step's model (CUDA only)
@@ -120,6 +121,9 @@ class TrainConfig:
         if not 0 <= self.quant_warmup < 1:
             raise ConfigError(f"quant_warmup must lie in [0, 1), got {self.quant_warmup}. Fix: e.g. 0.5 (the first "
                               "half of the epochs without QCFS's floor)")
+        if not self.lambda_lr > 0:
+            raise ConfigError(f"lambda_lr must be positive, got {self.lambda_lr}. Fix: e.g. 0.1 (a tenth of the "
+                              "weights' learning rate) or 1 (the same)")
         if self.lambda_quantile is not None and not 0 < self.lambda_quantile <= 1:
             raise ConfigError(f"lambda_quantile must lie in (0, 1], got {self.lambda_quantile}. Fix: e.g. "
                               "--lambda-quantile 0.99, or 0 for the fixed start --init-lambda")
@@ -147,12 +151,12 @@ class TrainConfig:
 
 
 QUANT_WARMUP_MODES = ("clip", "halving")
-QCFS_ONLY_TRAIN = ("decay_lambda", "lambda_quantile", "quant_warmup", "quant_warmup_mode")  # TrainConfig fields a ReLU ANN's training never reads
+QCFS_ONLY_TRAIN = ("decay_lambda", "lambda_lr", "lambda_quantile", "quant_warmup", "quant_warmup_mode")  # TrainConfig fields a ReLU ANN's training never reads
 
 # the values a checkpoint written before a field existed was trained with (the paper's recipe)
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
-                                                           "decay_all", "decay_lambda", "ema", "compile",
-                                                           "quant_warmup", "quant_warmup_mode")}, "lambda_quantile": None}
+                                                           "decay_all", "decay_lambda", "lambda_lr", "ema",
+                                                           "compile", "quant_warmup", "quant_warmup_mode")}, "lambda_quantile": None}
 
 RECIPES: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
@@ -292,19 +296,24 @@ def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tupl
     return model, ckpt
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = True,
-                 decay_lambda: bool = True) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = True, decay_lambda: bool = True,
+                 lambda_lr: float = 1.0) -> list[dict[str, Any]]:
     """SGD parameter groups: with ``decay_all=False`` batch-norm parameters, biases and QCFS's lambda (every
     parameter with fewer than two dimensions) get no weight decay, with ``decay_lambda=False`` QCFS's lambdas
-    alone; decay would only shrink them towards 0."""
+    alone; decay would only shrink them towards 0. With ``lambda_lr != 1`` the lambdas form a group of their own
+    whose ``lr_scale`` multiplies the schedule's learning rate (the other groups have none: a scale of 1)."""
     params = [p for p in model.parameters() if p.requires_grad]
     lams = {id(n.lam) for _, n in neurons(model) if n.activation == "qcfs"}
-    undecayed = [p for p in params if (not decay_all and p.dim() <= 1) or (not decay_lambda and id(p) in lams)]
-    if not undecayed:
-        return [{"params": params, "weight_decay": weight_decay}]
+    own = {i for i in lams if lambda_lr != 1.0}  # lambdas in a group of their own
+    rest = [p for p in params if id(p) not in own]
+    undecayed = [p for p in rest if (not decay_all and p.dim() <= 1) or (not decay_lambda and id(p) in lams)]
     skip = {id(p) for p in undecayed}
-    return [{"params": [p for p in params if id(p) not in skip], "weight_decay": weight_decay},
-            {"params": undecayed, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in rest if id(p) not in skip], "weight_decay": weight_decay},
+              {"params": undecayed, "weight_decay": 0.0}]
+    if own:
+        groups.append({"params": [p for p in params if id(p) in own], "lr_scale": lambda_lr,
+                       "weight_decay": weight_decay if decay_all and decay_lambda else 0.0})
+    return [g for g in groups if g["params"]]
 
 
 @torch.no_grad()
@@ -394,8 +403,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     torch.manual_seed(cfg.seed)
     model = spec.build()
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.decay_all, cfg.decay_lambda), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.nesterov)
+    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay, cfg.decay_all, cfg.decay_lambda, cfg.lambda_lr),
+                          lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     history: list[dict[str, float]] = []
     start = 0
     recipe = {"spec": asdict(spec), "train": asdict(cfg), "dataset": data.name}
@@ -456,7 +465,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
             n = len(y)
             x, y = distributed.batch_slice(x), distributed.batch_slice(y)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr_at(epoch, i, steps)
+                group["lr"] = cfg.lr_at(epoch, i, steps) * group.get("lr_scale", 1.0)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):

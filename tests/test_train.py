@@ -327,6 +327,30 @@ def test_no_decay_on_norm_bias_and_lambda(digits):
     assert len(only["params"]) == len(list(relu.parameters()))
 
 
+def test_lambda_lr_scales_the_lambdas_step_alone(digits, tmp_path):
+    """``lambda_lr`` puts the lambdas in a group of their own whose learning rate is the schedule's times it: at
+    1e-12 they end where they started (2, the fixed start; their weight decay is scaled too), at 1 they move."""
+    from icsnn_core.neuron import neurons
+    from icsnn_core.train import param_groups
+
+    spec = ModelSpec("digits-cnn", 0.25, True, in_channels=1, mean=digits.mean, std=digits.std, activation="qcfs",
+                     init_lambda=2.0)
+    model = spec.build()
+    names = {id(p): n for n, p in model.named_parameters()}
+    *rest, own = param_groups(model, 5e-4, lambda_lr=0.1)
+    assert own["lr_scale"] == 0.1 and own["weight_decay"] == 5e-4 and all("lr_scale" not in g for g in rest)
+    assert {names[id(p)] for p in own["params"]} == {n for n in names.values() if n.endswith("lam")}
+    assert param_groups(model, 5e-4, decay_lambda=False, lambda_lr=0.1)[-1]["weight_decay"] == 0.0
+    lams = {}
+    for lr in (1e-12, 1.0):
+        trained = _train(spec, digits, cfg(epochs=1, lambda_quantile=None, lambda_lr=lr), tmp_path / f"{lr}.pt")
+        lams[lr] = [n.lam.item() for _, n in neurons(trained)]
+    assert lams[1e-12] == pytest.approx([2.0] * len(lams[1e-12]), abs=1e-6)
+    assert max(abs(v - 2.0) for v in lams[1.0]) > 1e-3
+    with pytest.raises(ConfigError, match="lambda_lr must be positive"):
+        TrainConfig(lambda_lr=0).validate()
+
+
 def _qcfs_inputs(model, x):
     from icsnn_core.neuron import neurons
 
