@@ -5,17 +5,24 @@ Each QCFS checkpoint is scored on the profile's test images with its published a
 more levels (the same weights and lambdas), and with the floor off (lambda * clip(z / lambda, 0, 1), the
 activation its SNN approaches as T grows); its ReLU twin (the same name with ``relu`` for ``qcfs<L>``) beside
 it. Every model is batch-norm folded first, as the profiles measure it. One tidy row per (checkpoint,
-reading) goes to ``--out`` (rewritten whole):
+reading) goes to ``--out`` (rewritten whole), each with its deficit against the ReLU twin and that deficit's
+paired standard error (from the images one model gets right and the other wrong):
 
     python benchmarks/qcfs_levels.py --data-root ../shared/data/cifar10-jpeg.tar.xz --n-test 2000 \\
         --checkpoints results/cpu/checkpoints/cifar10-vgg16-w0.25-bn-qcfs4-e15-fast-s0.pt
+
+``--n-test 10000`` reads every test image (``--out benchmarks/results/qcfs-levels-cpu-all.csv``): a tighter
+standard error than the profile's 2,000.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -25,10 +32,11 @@ from icsnn_core.data import load_dataset  # noqa: E402
 from icsnn_core.errors import ConfigError  # noqa: E402
 from icsnn_core.neuron import neurons  # noqa: E402
 from icsnn_core.results import provenance, write_rows  # noqa: E402
-from icsnn_core.simulate import ann_accuracy  # noqa: E402
+from icsnn_core.simulate import ann_correct  # noqa: E402
 from icsnn_core.train import load_model  # noqa: E402
 
-COLUMNS = ("checkpoint", "arch", "width", "trained_levels", "reading", "levels", "accuracy", "n_test", "seed",
+COLUMNS = ("checkpoint", "arch", "width", "trained_levels", "reading", "levels", "accuracy", "gap_to_relu", "gap_se",
+           "n_test", "seed",
            "device", "git_commit", "torch_version", "timestamp")
 MORE_LEVELS = (8, 16, 64)
 
@@ -42,6 +50,13 @@ def relu_twin(path: Path) -> Path:
     return twin
 
 
+def paired_gap(twin: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
+    """The twin's accuracy minus the other's, in points, and its paired standard error: per image the difference
+    is 1, 0 or -1, so its standard error is sqrt(var / n) over the n images."""
+    d = twin.float() - other.float()
+    return 100 * float(d.mean()), 100 * math.sqrt(float(d.var(correction=0)) / len(d))
+
+
 def readings(path: Path, test, batch_size: int) -> list[dict[str, object]]:
     """The rows of one QCFS checkpoint: its ReLU twin (if present), L levels, more levels, the floor off."""
     model, ckpt = load_model(path)
@@ -52,22 +67,25 @@ def readings(path: Path, test, batch_size: int) -> list[dict[str, object]]:
     trained = qcfs[0].levels
     base = {"checkpoint": path.name, "arch": ckpt["spec"]["arch"], "width": ckpt["spec"]["width"],
             "trained_levels": trained, "n_test": len(test), "seed": ckpt["train"].get("seed", "")}
-    rows = []
-    twin = relu_twin(path)
-    if twin.exists():
-        relu, _ = load_model(twin)
-        rows.append({**base, "reading": "relu twin", "levels": "",
-                     "accuracy": ann_accuracy(convert(relu), test, batch_size=batch_size)})
+    rows, twin = [], None
+
+    def row(reading: str, levels: object, right: torch.Tensor) -> dict[str, object]:
+        gap, se = paired_gap(twin, right) if twin is not None and right is not twin else ("", "")
+        return {**base, "reading": reading, "levels": levels, "accuracy": 100.0 * int(right.sum()) / len(right),
+                "gap_to_relu": gap, "gap_se": se}
+
+    twin_path = relu_twin(path)
+    if twin_path.exists():
+        relu, _ = load_model(twin_path)
+        twin = ann_correct(convert(relu), test, batch_size=batch_size)
+        rows.append(row("relu twin", "", twin))
     for levels in (trained, *MORE_LEVELS):
         for n in qcfs:
             n.levels = levels
-        reading = "published" if levels == trained else "more levels"
-        rows.append({**base, "reading": reading, "levels": levels,
-                     "accuracy": ann_accuracy(model, test, batch_size=batch_size)})
+        rows.append(row("published" if levels == trained else "more levels", levels, ann_correct(model, test, batch_size=batch_size)))
     for n in qcfs:
         n.quantised = False
-    rows.append({**base, "reading": "floor off", "levels": "",
-                 "accuracy": ann_accuracy(model, test, batch_size=batch_size)})
+    rows.append(row("floor off", "", ann_correct(model, test, batch_size=batch_size)))
     return rows
 
 

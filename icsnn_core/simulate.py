@@ -163,21 +163,28 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     return torch.cat(outs)[:T]
 
 
-def ann_accuracy(model: nn.Module, split: DataLike, *, batch_size: int = 256,
-                 device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy (%) of the model in ANN mode on ``split`` (anything :func:`icsnn_core.data.as_split` takes)."""
+def ann_correct(model: nn.Module, split: DataLike, *, batch_size: int = 256,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Whether the model in ANN mode gets each sample of ``split`` right (a bool per sample, on the CPU)."""
     split = as_split(split)
     check_split(split)
     set_mode(model, "ann")
     model.eval().to(device)
-    correct = 0
+    right = []
     with torch.no_grad():
         for x, y in batches(split, batch_size, device=device):
             check_input(model, x)
             out = model(x)
             check_labels(y, out.shape[-1])
-            correct += int((out.argmax(1) == y).sum())
-    return 100.0 * correct / len(split)
+            right.append((out.argmax(1) == y).cpu())
+    return torch.cat(right)
+
+
+def ann_accuracy(model: nn.Module, split: DataLike, *, batch_size: int = 256,
+                 device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy (%) of the model in ANN mode on ``split`` (anything :func:`icsnn_core.data.as_split` takes)."""
+    right = ann_correct(model, split, batch_size=batch_size, device=device)
+    return 100.0 * int(right.sum()) / len(right)
 
 
 def accuracy_curve(model: nn.Module, split: DataLike, T: int, *, coding: Coding = "direct", batch_size: int = 256,

@@ -602,3 +602,22 @@ def test_the_qcfs_levels_diagnosis_scores_the_profiles_ann_and_its_twin(ci_run):
     assert set(got) == {("relu twin", ""), ("published", 4), ("more levels", 8), ("more levels", 16),
                         ("more levels", 64), ("floor off", "")}
     assert round(got[("published", 4)], 4) == ann["qcfs"] and round(got[("relu twin", "")], 4) == ann["relu"]
+    gaps = {(r["reading"], r["levels"]): (r["gap_to_relu"], r["gap_se"]) for r in mod.readings(ckpt, test, 256)}
+    assert gaps[("relu twin", "")] == ("", "")
+    gap, se = gaps[("published", 4)]
+    assert gap == pytest.approx(ann["relu"] - ann["qcfs"], abs=1e-4) and se >= 0
+
+
+def test_the_paired_gap_and_its_standard_error_in_closed_form():
+    """Four images: the twin gets 1, 2, 3 right, the other 3, 4: differences 1, 1, 0, -1, mean 1/4, variance
+    11/16, standard error sqrt(11/16 / 4) = sqrt(11) / 8, in points x 100."""
+    import importlib.util
+    import math
+
+    found = importlib.util.spec_from_file_location("qcfs_levels", Path(__file__).parents[1] / "benchmarks" / "qcfs_levels.py")
+    mod = importlib.util.module_from_spec(found)
+    found.loader.exec_module(mod)
+    twin, other = torch.tensor([1, 1, 1, 0], dtype=torch.bool), torch.tensor([0, 0, 1, 1], dtype=torch.bool)
+    gap, se = mod.paired_gap(twin, other)
+    assert gap == pytest.approx(25.0) and se == pytest.approx(100 * math.sqrt(11) / 8)
+    assert mod.paired_gap(twin, twin) == (0.0, 0.0)
