@@ -7,9 +7,10 @@ Two named recipes (:data:`RECIPES`), both for the same networks:
 - ``fast``: the same SGD, weight decay and augmentation with a one-cycle schedule (linear warm-up, then
   linear decay to zero, updated every step), Nesterov momentum, label smoothing 0.1, and for QCFS its lambdas
   started from the data and a warm-up of the first 60% of the epochs with finer levels, halved each epoch
-  down to QCFS's L. Each change is measured in ``benchmarks/recipe_study.py``; three more options measured
-  there (no weight decay on batch-norm parameters, biases and lambda; an exponential moving average of the
-  weights; QCFS's warm-up without its floor) did not pay and are not part of it.
+  down to QCFS's L. Each change is measured in ``benchmarks/recipe_study.py``; five more options measured
+  there (no weight decay on batch-norm parameters, biases and lambda, or on the lambdas alone; an exponential
+  moving average of the weights; QCFS's warm-up without its floor; a larger learning rate for the lambdas) did
+  not pay and are not part of it.
 
 The shuffling/augmentation generator is saved with the weights, so an interrupted run resumed from its
 checkpoint ends with the same weights as an uninterrupted one (same seed, same device, same thread count:
