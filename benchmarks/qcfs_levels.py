@@ -36,8 +36,7 @@ from icsnn_core.simulate import ann_correct  # noqa: E402
 from icsnn_core.train import load_model  # noqa: E402
 
 COLUMNS = ("checkpoint", "arch", "width", "trained_levels", "reading", "levels", "accuracy", "gap_to_relu", "gap_se",
-           "n_test", "seed",
-           "device", "git_commit", "torch_version", "timestamp")
+           "n_test", "seed", "device", "git_commit", "torch_version", "timestamp")
 MORE_LEVELS = (8, 16, 64)
 
 
@@ -82,7 +81,8 @@ def readings(path: Path, test, batch_size: int) -> list[dict[str, object]]:
     for levels in (trained, *MORE_LEVELS):
         for n in qcfs:
             n.levels = levels
-        rows.append(row("published" if levels == trained else "more levels", levels, ann_correct(model, test, batch_size=batch_size)))
+        reading = "published" if levels == trained else "more levels"
+        rows.append(row(reading, levels, ann_correct(model, test, batch_size=batch_size)))
     for n in qcfs:
         n.quantised = False
     rows.append(row("floor off", "", ann_correct(model, test, batch_size=batch_size)))

@@ -305,7 +305,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = True, 
     whose ``lr_scale`` multiplies the schedule's learning rate (the other groups have none: a scale of 1)."""
     params = [p for p in model.parameters() if p.requires_grad]
     lams = {id(n.lam) for _, n in neurons(model) if n.activation == "qcfs"}
-    own = {i for i in lams if lambda_lr != 1.0}  # lambdas in a group of their own
+    own = lams if lambda_lr != 1.0 else set()  # lambdas in a group of their own
     rest = [p for p in params if id(p) not in own]
     undecayed = [p for p in rest if (not decay_all and p.dim() <= 1) or (not decay_lambda and id(p) in lams)]
     skip = {id(p) for p in undecayed}
