@@ -66,8 +66,8 @@ VARIANTS: dict[str, tuple[str, object]] = {
     "qcfs-fast-halving0.8": ("qcfs", ("fast", {"quant_warmup": 0.8, "quant_warmup_mode": "halving"})),
     # the fast recipe (halving over 60%) without weight decay on the lambdas alone: decay pulls each clip down
     "qcfs-fast-lambda-nodecay": ("qcfs", ("fast", {"decay_lambda": False})),
-    # lambda's learning rate 4x the weights': its gradient, relative to its size, is 2-7x smaller than theirs
-    # (median over layers, one batch, the cpu profile's trained QCFS ANNs)
+    # lambda's learning rate 4x the weights' (tried because an ad-hoc, uncommitted look at one batch found a
+    # lambda's gradient, relative to its size, smaller than the weights')
     "qcfs-fast-lambda-lr4": ("qcfs", ("fast", {"lambda_lr": 4.0})),
 }
 LEVELS = {"qcfs-+ema-L8": 8}
