@@ -5,7 +5,7 @@ Each variant trains one of the paper's networks from the same seed for ``--epoch
 set is not touched: the recipe is chosen here, and the test accuracy is measured once, by the profiles.
 Variants add one change at a time to the paper's recipe (scaled to the epochs), so each gain is shown on its
 own; ``fast`` is all of them (``icsnn_core.train.RECIPES``). One tidy row per variant goes to ``--out``
-(merged, so the study resumes: a variant already in the file is skipped; checkpoints resume too):
+(merged, so the study resumes: a variant already in the file for this seed is skipped; checkpoints resume too):
 
     python benchmarks/recipe_study.py --data-root ../shared/data/cifar10-jpeg.tar.xz \\
         --arch vgg16 --width 0.25 --epochs 10 --variants paper fast
@@ -106,9 +106,10 @@ def main() -> None:
     args = p.parse_args()
 
     data = holdout(load_dataset("cifar10", args.data_root), args.val_images)
-    done = {(r["variant"], r["arch"], r["width"], r["epochs"]) for r in read_rows(args.out)}
+    key = ("variant", "arch", "width", "epochs", "seed")  # a second seed adds rows, it replaces none
+    done = {tuple(r[k] for k in key) for r in read_rows(args.out)}
     for variant in args.variants:
-        if (variant, args.arch, str(args.width), str(args.epochs)) in done:
+        if (variant, args.arch, str(args.width), str(args.epochs), str(args.seed)) in done:
             continue
         activation, cfg = config(variant, args.epochs, args.seed)
         spec = ModelSpec(args.arch, args.width, True, data.num_classes, data.in_channels, data.mean, data.std,
@@ -123,7 +124,7 @@ def main() -> None:
                "val_accuracy": round(ann_accuracy(model, data.test, device=args.device), 2),
                "final_loss": round(history[-1]["loss"], 4), "recipe": cfg.recipe, "seed": args.seed,
                **provenance(args.device)}
-        merge_rows(args.out, [row], COLUMNS, ("variant", "arch", "width", "epochs"))
+        merge_rows(args.out, [row], COLUMNS, key)
         print(f"{variant:24s} {row['val_accuracy']:.2f}% on {row['val_images']} held-out images, {seconds:.0f} s",
               flush=True)
 
