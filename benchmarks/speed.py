@@ -1,12 +1,14 @@
 """Speed benchmarks of the SNN simulation, run by hand (not a test): `python benchmarks/speed.py --help`.
 
-1. efficiency = T x (ANN forward time) / (SNN simulation time), VGG16 and ResNet20, T = 8, 32, 128; and the
+1. efficiency = T x (ANN forward time) / (SNN simulation time), VGG16 and ResNet20, T = 8, 32, 128, at the
+   benchmark's batch size and against the ANN's floor (its fastest time per image over several batch sizes); and the
    speed-up of the IF update fused over each window by torch.compile (``simulate(fused=True)``), same outputs;
 2. the same converted network with SpikingJelly's multi-step IF neurons: spike counts compared, then speed;
 3. calibration cost (IC-SNN's Algorithm 3, COS's pre-simulation) against one ANN training epoch, and IC-SNN
    accuracy against the number of calibration images (needs a trained checkpoint and its dataset);
 4. peak memory of a T = 256 evaluation of VGG16 for several chunk sizes and test-set sizes.
-Prints a table and writes a tidy CSV (one row per measurement) with device and commit.
+Prints a table and writes a tidy CSV (one row per measurement) with device and commit; the benchmarks run replace
+their own rows in it and leave the others' (``--skip``) as they were.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from icsnn_core.data import load_dataset  # noqa: E402
 from icsnn_core.methods import Method  # noqa: E402
 from icsnn_core.models import build_model  # noqa: E402
 from icsnn_core.neuron import neurons, reset, set_mode  # noqa: E402
-from icsnn_core.results import provenance, write_rows  # noqa: E402
+from icsnn_core.results import provenance, read_rows, write_rows  # noqa: E402
 from icsnn_core.simulate import accuracy_curve, default_max_fold, simulate  # noqa: E402
 from icsnn_core.train import TrainConfig, load_model  # noqa: E402
 
@@ -70,27 +72,48 @@ def random_snn(arch: str, width: float, device: str, seed: int = 0) -> nn.Module
     return model
 
 
-def efficiency(archs, Ts, batch, device, repeats):
+def ann_floor(model: nn.Module, arch: str, width: float, batches, device: str, repeats: int):
+    """The ANN's time per image at each batch size: its fastest is the floor an SNN step is held to."""
+    rows = []
+    set_mode(model, "ann")
+    for b in batches:
+        x = torch.rand(b, 3, 32, 32, device=device)
+        t = timed(lambda: model(x), device, repeats)
+        rows.append(dict(benchmark="ann-floor", arch=arch, width=width, batch=b, ann_ms=round(t * 1e3, 3),
+                         value=round(t / b * 1e3, 4), unit="ANN ms per image"))
+        print(f"ANN {arch} w{width} batch={b}: {t*1e3:.1f} ms, {t/b*1e3:.3f} ms per image", flush=True)
+    return rows
+
+
+def efficiency(archs, Ts, batch, device, repeats, floor_batches=()):
+    """T x ANN time / SNN time at ``batch``; with ``floor_batches``, also against the ANN's fastest time per image
+    over those batch sizes (``floor_value``), which no choice of batch size for the ANN can beat."""
     rows = []
     for arch, width in archs:
         model = random_snn(arch, width, device)
         x = torch.rand(batch, 3, 32, 32, device=device)
         with torch.inference_mode():
+            floor_rows = ann_floor(model, arch, width, floor_batches, device, repeats)
+            rows += floor_rows
+            floor = min((r["value"] for r in floor_rows), default=None)  # ms per image
             set_mode(model, "ann")
             ann = timed(lambda: model(x), device, repeats)
             for T in Ts:
-                folds = dict.fromkeys((default_max_fold(device), batch * T))  # the default, and all T steps at once
+                # one step per pass, the default, and all T steps at once
+                folds = dict.fromkeys((batch, default_max_fold(device), batch * T))
                 for fold in folds:
                     def run():
                         reset(model)
                         simulate(model, x, T, max_fold=fold)
                     snn = timed(run, device, max(1, repeats // 2))
-                    fold_used = fold
+                    floor_value = None if floor is None else round(T * floor * batch / (snn * 1e3), 3)
                     rows.append(dict(benchmark="efficiency", arch=arch, width=width, T=T, batch=batch,
-                                     max_fold=fold_used, ann_ms=round(ann * 1e3, 3), snn_ms=round(snn * 1e3, 3),
-                                     value=round(T * ann / snn, 3), unit="T x ANN time / SNN time"))
-                    print(f"efficiency {arch} w{width} T={T} batch={batch} max_fold={fold_used}: ANN {ann*1e3:.1f} ms, "
-                          f"SNN {snn*1e3:.1f} ms, efficiency {T*ann/snn:.2f}", flush=True)
+                                     max_fold=fold, ann_ms=round(ann * 1e3, 3), snn_ms=round(snn * 1e3, 3),
+                                     value=round(T * ann / snn, 3), unit="T x ANN time / SNN time",
+                                     floor_value=floor_value))
+                    print(f"efficiency {arch} w{width} T={T} batch={batch} max_fold={fold}: ANN {ann*1e3:.1f} ms, "
+                          f"SNN {snn*1e3:.1f} ms, efficiency {T*ann/snn:.2f}, against the ANN floor {floor_value}",
+                          flush=True)
     return rows
 
 
@@ -301,7 +324,8 @@ def main(argv=None):
     batch = 256 if cuda else 32
     rows = []
     if "efficiency" not in args.skip:
-        rows += efficiency(archs, (8, 32, 128), batch, args.device, args.repeats)
+        floor_batches = (32, 64, 128, 256, 512, 1024) if cuda else (8, 16, 32, 64, 128, 256)
+        rows += efficiency(archs, (8, 32, 128), batch, args.device, args.repeats, floor_batches)
     if "fused" not in args.skip:
         rows += fused_if(archs, (8, 32, 128), batch, args.device, args.repeats)
     if "spikingjelly" not in args.skip:
@@ -317,6 +341,9 @@ def main(argv=None):
     rows = [{**r, "device": prov["device"], "git_commit": prov["git_commit"], "torch_version": prov["torch_version"],
              "timestamp": prov["timestamp"]} for r in rows]
     out = args.out or ROOT / "benchmarks" / "results" / f"speed-{'cuda' if cuda else 'cpu'}.csv"
+    # a benchmark run now replaces its own earlier rows; the others' (say calibration, which needs a checkpoint) stay
+    ran = {r["benchmark"] for r in rows}
+    rows = [r for r in read_rows(out) if r.get("benchmark") not in ran] + rows
     columns = tuple(dict.fromkeys(k for r in rows for k in r))
     write_rows(out, rows, columns)
     print(f"wrote {out}")
