@@ -69,8 +69,13 @@ VARIANTS: dict[str, tuple[str, object]] = {
     # lambda's learning rate 4x the weights' (tried because an ad-hoc, uncommitted look at one batch found a
     # lambda's gradient, relative to its size, smaller than the weights')
     "qcfs-fast-lambda-lr4": ("qcfs", ("fast", {"lambda_lr": 4.0})),
+    # knowledge distillation from the ReLU twin (the +nesterov-smooth ANN of the same network, epochs and seed,
+    # trained first when its checkpoint is not there): soft targets at temperature 4 weighted 0.9, or 0.5
+    "qcfs-fast-kd0.9": ("qcfs", ("fast", {"distill": 0.9})),
+    "qcfs-fast-kd0.5": ("qcfs", ("fast", {"distill": 0.5})),
 }
 LEVELS = {"qcfs-+ema-L8": 8}
+TEACHERS = {"qcfs-fast-kd0.9": "+nesterov-smooth", "qcfs-fast-kd0.5": "+nesterov-smooth"}
 
 
 def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:
@@ -108,14 +113,19 @@ def main() -> None:
     data = holdout(load_dataset("cifar10", args.data_root), args.val_images)
     key = ("variant", "arch", "width", "epochs", "seed")  # a second seed adds rows, it replaces none
     done = {tuple(r[k] for k in key) for r in read_rows(args.out)}
-    for variant in args.variants:
-        if (variant, args.arch, str(args.width), str(args.epochs), str(args.seed)) in done:
-            continue
+
+    def trained(variant: str) -> tuple[str, TrainConfig, Path, torch.nn.Module]:
         activation, cfg = config(variant, args.epochs, args.seed)
         spec = ModelSpec(args.arch, args.width, True, data.num_classes, data.in_channels, data.mean, data.std,
                          activation, LEVELS.get(variant, 4))
         ckpt = args.checkpoints / f"{args.arch}-w{args.width:g}-{variant}-e{args.epochs}-s{args.seed}.pt"
-        model = train(spec, data, cfg, ckpt, device=args.device, progress=False)
+        teacher = trained(TEACHERS[variant])[3] if variant in TEACHERS else None
+        return activation, cfg, ckpt, train(spec, data, cfg, ckpt, device=args.device, progress=False, teacher=teacher)
+
+    for variant in args.variants:
+        if (variant, args.arch, str(args.width), str(args.epochs), str(args.seed)) in done:
+            continue
+        activation, cfg, ckpt, model = trained(variant)
         history = torch.load(ckpt, weights_only=True)["history"]
         seconds = sum(h["seconds"] for h in history)  # the epochs' own time, also across resumed runs
         row = {"variant": variant, "activation": activation, "arch": args.arch, "width": args.width,

@@ -104,6 +104,9 @@ class TrainConfig:
     # its L levels) takes over for the rest, so the ANN that results is QCFS's exactly. During the warm-up:
     quant_warmup_mode: str = "clip"  # "clip": the floor off (lambda * clip(z / lambda, 0, 1)); "halving": finer
     # levels, halved every epoch down to L (a warm-up of W epochs trains with L 2^W, L 2^(W-1), ..., 2L levels)
+    distill: float = 0.0  # knowledge distillation from a teacher (train's ``teacher``, e.g. the ReLU twin): the
+    # weight of the soft-target term; the loss is (1 - distill) CE + distill tau^2 KL(teacher || student) at tau
+    distill_temperature: float = 4.0
 
     def validate(self) -> "TrainConfig":
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -125,6 +128,9 @@ class TrainConfig:
         if not self.lambda_lr > 0:
             raise ConfigError(f"lambda_lr must be positive, got {self.lambda_lr}. Fix: e.g. 0.1 (a tenth of the "
                               "weights' learning rate) or 1 (the same)")
+        if not (0 <= self.distill <= 1 and self.distill_temperature > 0):
+            raise ConfigError(f"distill must lie in [0, 1] and distill_temperature be positive, got {self.distill} "
+                              f"and {self.distill_temperature}. Fix: e.g. distill 0.9 at temperature 4")
         if self.lambda_quantile is not None and not 0 < self.lambda_quantile <= 1:
             raise ConfigError(f"lambda_quantile must lie in (0, 1], got {self.lambda_quantile}. Fix: e.g. "
                               "--lambda-quantile 0.99, or 0 for the fixed start --init-lambda")
@@ -157,7 +163,8 @@ QCFS_ONLY_TRAIN = ("decay_lambda", "lambda_lr", "lambda_quantile", "quant_warmup
 # the values a checkpoint written before a field existed was trained with (the paper's recipe)
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
                                                            "decay_all", "decay_lambda", "lambda_lr", "ema",
-                                                           "compile", "quant_warmup", "quant_warmup_mode")}, "lambda_quantile": None}
+                                                           "compile", "quant_warmup", "quant_warmup_mode",
+                                                           "distill", "distill_temperature")}, "lambda_quantile": None}
 
 RECIPES: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
@@ -387,8 +394,21 @@ class _EMA:
                 ema.copy_(v)
 
 
+def distillation_loss(out: torch.Tensor, y: torch.Tensor, teacher_out: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
+    """Cross-entropy (with ``cfg.label_smoothing``), mixed with Hinton et al.'s soft-target term when
+    ``cfg.distill`` > 0: ``(1 - a) CE + a tau^2 KL(softmax(t / tau) || softmax(s / tau))``, ``a = cfg.distill``."""
+    ce = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+    if not cfg.distill:
+        return ce
+    tau = cfg.distill_temperature
+    soft = F.kl_div(F.log_softmax(out.float() / tau, 1), F.log_softmax(teacher_out.float() / tau, 1),
+                    reduction="batchmean", log_target=True)
+    return (1 - cfg.distill) * ce + cfg.distill * tau * tau * soft
+
+
 def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os.PathLike, *,
-          device: str | torch.device = "cpu", progress: bool = True, stop_after: int | None = None) -> nn.Module:
+          device: str | torch.device = "cpu", progress: bool = True, stop_after: int | None = None,
+          teacher: nn.Module | None = None) -> nn.Module:
     """Train (or resume training) the ANN described by ``spec`` and return it in eval mode.
 
     The checkpoint is rewritten atomically after every epoch, with a CSV log beside it
@@ -396,9 +416,13 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     spec or recipe is refused rather than overwritten. ``stop_after`` ends the run after that many epochs
     of this call (used to test resuming). With ``cfg.ema`` the returned weights are the moving average.
     Under torchrun (:mod:`.distributed`) each rank trains on its slice of every batch with DDP and rank 0
-    writes the checkpoint; every rank returns the same weights.
+    writes the checkpoint; every rank returns the same weights. With ``cfg.distill`` the ``teacher`` (a trained
+    model, run in eval mode and never changed) supplies the soft targets.
     """
     cfg.validate()
+    if cfg.distill and teacher is None:
+        raise ConfigError("the recipe distills (distill > 0) but no teacher was given. Fix: pass train(..., "
+                          "teacher=model), e.g. the ReLU twin, or set distill=0")
     device = distributed.init(device)  # under torchrun: join the other ranks, on this rank's GPU
     path = Path(checkpoint)
     torch.manual_seed(cfg.seed)
@@ -434,6 +458,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if cfg.distill:
+        teacher = teacher.to(device).eval()
     if start == 0 and cfg.lambda_quantile is not None and spec.activation == "qcfs":
         # drawn from its own generator, so the shuffling of the epochs is the same with or without it
         first = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]
@@ -471,7 +497,10 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 out = step_model(x)
-                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+                if cfg.distill:
+                    with torch.no_grad():
+                        teacher_out = teacher(x)
+                loss = distillation_loss(out, y, teacher_out if cfg.distill else None, cfg)
             opt.zero_grad(set_to_none=True)
             # weighted by the slice's share, DDP's average over the ranks is the mean over the global batch
             # (times 1.0 in a single process: the same numbers)

@@ -621,3 +621,46 @@ def test_the_paired_gap_and_its_standard_error_in_closed_form():
     gap, se = mod.paired_gap(twin, other)
     assert gap == pytest.approx(25.0) and se == pytest.approx(100 * math.sqrt(11) / 8)
     assert mod.paired_gap(twin, twin) == (0.0, 0.0)
+
+
+def test_distillation_loss_in_closed_form():
+    """Uniform student logits against a teacher at softmax (1/4, 3/4): KL = 1/4 ln(1/2) + 3/4 ln(3/2) at tau 1;
+    at tau 2 the teacher's softmax is (1/(1+sqrt 3), sqrt 3/(1+sqrt 3)) and the term is scaled by tau^2 = 4."""
+    from math import log, sqrt
+
+    from icsnn_core.train import distillation_loss
+    out, y = torch.zeros(1, 2), torch.tensor([1])
+    teacher = torch.tensor([[0.0, log(3.0)]])
+    ce = log(2.0)
+    kl1 = 0.25 * log(0.5) + 0.75 * log(1.5)
+    assert distillation_loss(out, y, None, TrainConfig()).item() == pytest.approx(ce)
+    assert distillation_loss(out, y, teacher, TrainConfig(distill=1.0, distill_temperature=1.0)).item() == pytest.approx(kl1)
+    assert distillation_loss(out, y, teacher, TrainConfig(distill=0.5, distill_temperature=1.0)).item() == \
+        pytest.approx(0.5 * ce + 0.5 * kl1)
+    p = 1 / (1 + sqrt(3.0))
+    kl2 = p * log(2 * p) + (1 - p) * log(2 * (1 - p))
+    assert distillation_loss(out, y, teacher, TrainConfig(distill=1.0, distill_temperature=2.0)).item() == \
+        pytest.approx(4 * kl2)
+    assert distillation_loss(teacher, y, teacher, TrainConfig(distill=1.0)).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_distilling_needs_a_teacher_leaves_it_unchanged_and_changes_the_student(straight, spec, digits, tmp_path):
+    teacher, _ = straight
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with pytest.raises(ConfigError, match="no teacher"):
+        _train(spec, digits, cfg(distill=0.9), tmp_path / "none.pt")
+    assert not (tmp_path / "none.pt").exists()
+    qspec = ModelSpec("digits-cnn", width=0.25, in_channels=1, mean=digits.mean, std=digits.std, activation="qcfs")
+    plain = _train(qspec, digits, cfg(), tmp_path / "plain.pt")
+    taught = _train(qspec, digits, cfg(distill=0.9), tmp_path / "taught.pt", teacher=teacher)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert not teacher.training
+    assert _differs(plain, taught)
+    _train(qspec, digits, cfg(distill=0.9), tmp_path / "again.pt", teacher=teacher, stop_after=1)
+    _assert_same_weights(taught, _train(qspec, digits, cfg(distill=0.9), tmp_path / "again.pt", teacher=teacher))
+
+
+@pytest.mark.parametrize("distill, tau", [(-0.1, 4.0), (1.5, 4.0), (0.5, 0.0)])
+def test_distill_outside_its_range_is_refused(distill, tau):
+    with pytest.raises(ConfigError, match="distill"):
+        TrainConfig(distill=distill, distill_temperature=tau).validate()
