@@ -7,7 +7,8 @@ layer (threshold balancing by output scaling), so weights are never rescaled.
 Time is folded into the batch: in SNN mode the input holds ``steps`` consecutive time steps of the
 same ``B`` samples stacked as ``[steps * B, ...]`` (step-major), so every conv/linear layer runs once
 over all steps. The membrane potential persists across calls until :func:`reset` so a long horizon can
-be simulated in windows of a few steps with the same result.
+be simulated in windows of a few steps with the same result. Under direct coding the first neurons may instead
+receive the ``B`` rows of one current, the same at every step (``input_batch``; set by the simulation).
 
 Peers use the same neuron: the QCFS activation (Bu et al., ICLR 2022) is the ``activation="qcfs"`` ANN
 mode with a trainable per-layer ``lam``; COS's offset-spike calibration (Hao et al., ICLR 2023) is the
@@ -108,6 +109,9 @@ class IFNeuron(nn.Module):
         self.threshold_set = False
         self.mode: Mode = "ann"
         self.steps = 1  # time steps folded into the batch of the next SNN call
+        # set by simulate under direct coding: the image batch's size B. A neuron handed B rows rather than
+        # steps x B takes them as the same input current at every step (the layers before it ran once)
+        self.input_batch: int | None = None
         self.track = False  # record spike counts and first-spike times (costs time)
         self.presim = 0  # COS: pre-simulation steps run on each input before the real steps
         self.presim_iterations = 1
@@ -164,12 +168,15 @@ class IFNeuron(nn.Module):
 
     def _integrate_and_fire(self, z: torch.Tensor) -> torch.Tensor:
         steps = self.steps
-        if z.shape[0] % steps:
+        if steps > 1 and z.shape[0] == self.input_batch:
+            z = z.unsqueeze(0).expand(steps, *z.shape)  # one current for every step: a view, nothing copied
+        elif z.shape[0] % steps:
             raise RuntimeError(
                 f"IFNeuron got a batch of {z.shape[0]} rows, not a multiple of steps={steps}: "
                 "run SNN models through icsnn_core.simulate, which folds time into the batch"
             )
-        z = z.reshape(steps, z.shape[0] // steps, *z.shape[1:])
+        else:
+            z = z.reshape(steps, z.shape[0] // steps, *z.shape[1:])
         thr = self.threshold.to(z.dtype)
         if self.v is None:
             self.v = self.v0.to(z.dtype).expand(z.shape[1:]).clone()

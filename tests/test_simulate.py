@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -8,8 +10,8 @@ from icsnn_core.data import Split
 from icsnn_core.errors import ConfigError
 from icsnn_core.measure import first_spike_times, layer_outputs, rate_coded_images
 from icsnn_core.models import build_model
-from icsnn_core.neuron import neurons
-from icsnn_core.simulate import accuracy_curve, encode, simulate
+from icsnn_core.neuron import IFNeuron, neurons, set_mode
+from icsnn_core.simulate import accuracy_curve, encode, simulate, step_free_stem
 
 
 def random_converted(arch="digits-cnn", shape=(1, 8, 8), n=64, quantile=1.0, dtype=torch.float32):
@@ -122,3 +124,106 @@ def test_bad_input_is_refused():
         simulate(model, torch.zeros(8, 8), 4)
     with pytest.raises(ConfigError, match="coding"):
         simulate(model, torch.zeros(2, 1, 8, 8), 4, coding="temporal")
+
+
+# --- the layers before the first neurons run once per window under direct coding ---------------------
+
+class _Skip(torch.nn.Module):
+    """The input added to the spikes: B rows would meet steps x B rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.neuron, self.head = torch.nn.Linear(4, 4), IFNeuron(), torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(x + self.neuron(self.fc(x)))
+
+
+class _SizeOfInput(torch.nn.Module):
+    """The input's batch size reshapes a tensor computed after a neuron."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.neuron, self.head = torch.nn.Linear(4, 6), IFNeuron(), torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.head(self.neuron(self.fc(x)).view(x.size(0), 2, 3)).sum(1)
+
+
+class _Untraceable(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.neuron = torch.nn.Linear(4, 4), IFNeuron()
+
+    def forward(self, x):
+        return self.neuron(self.fc(x)) if float(x.sum()) > -1e9 else x  # data-dependent: fx cannot trace it
+
+
+def _full(model, x, T, **kw):
+    """The simulation with the stem run at every step, as before (the decision cached as False)."""
+    sim = importlib.import_module("icsnn_core.simulate")
+    saved = sim._STEP_FREE_STEM.get(model)
+    sim._STEP_FREE_STEM[model] = False
+    try:
+        return simulate(model, x, T, **kw)
+    finally:
+        sim._STEP_FREE_STEM[model] = saved
+
+
+@pytest.mark.parametrize("arch, shape", [("digits-cnn", (1, 8, 8)), ("vgg16", (3, 32, 32)), ("resnet20", (3, 32, 32))])
+def test_the_stem_runs_once_per_window_with_the_same_outputs(arch, shape):
+    model, data = random_converted(arch, shape, n=16)
+    set_initial_potential(model, [0.3] * len(list(neurons(model))))
+    assert step_free_stem(model)
+    calls = []
+    first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    handle = first.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    try:
+        out = simulate(model, data.x, 12, max_fold=16 * 4)  # three windows of 4 steps
+    finally:
+        handle.remove()
+    assert calls == [16, 16, 16]  # the images once per window, not 4 x 16 rows
+    assert torch.equal(out, _full(model, data.x, 12, max_fold=16 * 4))
+
+
+def test_the_stem_once_is_exact_by_hand():
+    # identity layers: whatever runs once, the spikes are those of a constant current, N(T) by hand
+    model = identity_layer_model(3)
+    assert step_free_stem(model)
+    x = torch.tensor([[0.25, 0.5, 0.875]])
+    assert simulate(model, x, 8).sum(0).tolist() == [[if_spike_count(v, 0.0, 1.0, 8) for v in x[0].tolist()]]
+
+
+def test_cos_presimulation_and_spike_records_are_unchanged_by_the_stem_once():
+    model, data = random_converted(n=16)
+    for _, n in neurons(model):
+        n.presim, n.track = 3, True
+    once = simulate(model, data.x, 5, max_fold=16)
+    records = [(n.spike_count.clone(), n.first_spike.clone(), n.calibrated_v0.clone()) for _, n in neurons(model)]
+    for _, n in neurons(model):
+        n.reset()
+    assert torch.equal(once, _full(model, data.x, 5, max_fold=16))
+    for (count, first, v0), (_, n) in zip(records, neurons(model)):
+        assert torch.equal(count, n.spike_count) and torch.equal(first, n.first_spike) and torch.equal(v0, n.calibrated_v0)
+
+
+@pytest.mark.parametrize("cls", [_Skip, _SizeOfInput, _Untraceable])
+def test_a_model_that_mixes_the_input_with_spikes_runs_every_step_in_full(cls):
+    torch.manual_seed(0)
+    model = cls().eval()
+    model.neuron.set_threshold(0.5)
+    assert not step_free_stem(model)
+    x = torch.rand(5, 4)
+    out = simulate(model, x, 6)
+    set_mode(model, "snn")  # by hand: every step's input folded into one batch, as the IF neuron takes it
+    model.neuron.steps = 6
+    by_hand = model(encode(x, 6, "direct")).reshape(6, 5, -1)
+    set_mode(model, "ann")
+    assert torch.equal(out, by_hand)
+
+
+def test_rate_coding_still_draws_every_step():
+    model, data = random_converted(n=8)
+    assert step_free_stem(model)
+    a = simulate(model, data.x, 6, coding="rate", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, _full(model, data.x, 6, coding="rate", generator=torch.Generator().manual_seed(1)))
