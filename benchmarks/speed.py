@@ -1,8 +1,9 @@
 """Speed benchmarks of the SNN simulation, run by hand (not a test): `python benchmarks/speed.py --help`.
 
 1. efficiency = T x (ANN forward time) / (SNN simulation time), VGG16 and ResNet20, T = 8, 32, 128, at the
-   benchmark's batch size and against the ANN's floor (its fastest time per image over several batch sizes); and the
-   speed-up of the IF update fused over each window by torch.compile (``simulate(fused=True)``), same outputs;
+   benchmark's batch size and against the ANN's floor (its fastest time per image over several batch sizes); the
+   speed-up of running the layers before the first neurons once per window (``simulate(stem_once=True)``, the
+   default) and of the IF update fused over each window by torch.compile (``simulate(fused=True)``), same outputs;
 2. the same converted network with SpikingJelly's multi-step IF neurons: spike counts compared, then speed;
 3. calibration cost (IC-SNN's Algorithm 3, COS's pre-simulation) against one ANN training epoch, and IC-SNN
    accuracy against the number of calibration images (needs a trained checkpoint and its dataset);
@@ -118,40 +119,54 @@ def efficiency(archs, Ts, batch, device, repeats, floor_batches=()):
     return rows
 
 
-def fused_if(archs, Ts, batch, device, repeats):
-    """The IF update fused over each window by torch.compile (simulate(fused=True)) against the in-place loop,
-    timed alternately (the same machine load for both); the outputs are checked equal first."""
+def side_by_side(benchmark, option, archs, Ts, batch, device, repeats, fold_of, unit):
+    """``simulate(option=True)`` against ``option=False`` on the same batch, timed alternately (the same machine load
+    for both) after checking that both give the same outputs; ``value`` is the off time over the on time."""
     rows = []
     for arch, width in archs:
         model = random_snn(arch, width, device)
         x = torch.rand(batch, 3, 32, 32, device=device)
         with torch.inference_mode():
             for T in Ts:
-                fold = batch * min(T, 32)  # windows of up to 32 steps
+                fold = fold_of(T)
                 runs = {}
-                for fused in (False, True):
-                    def run(fused=fused):
+                for on in (False, True):
+                    def run(on=on):
                         reset(model)
-                        return simulate(model, x, T, max_fold=fold, fused=fused)
-                    runs[fused] = run
-                if not torch.equal(runs[False](), runs[True]()):  # also the compile, outside the timing
-                    raise SystemExit(f"fused IF changed the output of {arch} at T={T}")
+                        return simulate(model, x, T, max_fold=fold, **{option: on})
+                    runs[on] = run
+                if not torch.equal(runs[False](), runs[True]()):  # also a compile, outside the timing
+                    raise SystemExit(f"{option}=True changed the output of {arch} at T={T}")
                 times = {False: [], True: []}
                 for _ in range(max(1, repeats)):
-                    for fused, run in runs.items():
+                    for on, run in runs.items():
                         sync(device)
                         t0 = time.perf_counter()
                         run()
                         sync(device)
-                        times[fused].append(time.perf_counter() - t0)
-                loop, fused = statistics.median(times[False]), statistics.median(times[True])
-                rows.append(dict(benchmark="fused-if", arch=arch, width=width, T=T, batch=batch, max_fold=fold,
-                                 snn_ms=round(loop * 1e3, 3), fused_ms=round(fused * 1e3, 3),
-                                 value=round(loop / fused, 3),
-                                 unit="in-place loop time / fused window time (same outputs)"))
-                print(f"fused IF {arch} w{width} T={T} batch={batch}: loop {loop*1e3:.1f} ms, fused {fused*1e3:.1f} ms, "
-                      f"speed-up {loop/fused:.2f}x", flush=True)
+                        times[on].append(time.perf_counter() - t0)
+                off, on = statistics.median(times[False]), statistics.median(times[True])
+                rows.append(dict(benchmark=benchmark, arch=arch, width=width, T=T, batch=batch, max_fold=fold,
+                                 snn_ms=round(off * 1e3, 3), **{f"{option}_ms": round(on * 1e3, 3)},
+                                 value=round(off / on, 3), unit=unit))
+                print(f"{benchmark} {arch} w{width} T={T} batch={batch}: off {off*1e3:.1f} ms, on {on*1e3:.1f} ms, "
+                      f"speed-up {off/on:.2f}x", flush=True)
     return rows
+
+
+def fused_if(archs, Ts, batch, device, repeats):
+    """The IF update fused over each window by torch.compile (simulate(fused=True)) against the in-place loop."""
+    return side_by_side("fused-if", "fused", archs, Ts, batch, device, repeats,
+                        lambda T: batch * min(T, 32),  # windows of up to 32 steps
+                        "in-place loop time / fused window time (same outputs)")
+
+
+def stem_once(archs, Ts, batch, device, repeats):
+    """The layers before the first IF neurons once per window (the default under direct coding) against at every
+    step, at the default fold."""
+    return side_by_side("stem-once", "stem_once", archs, Ts, batch, device, repeats,
+                        lambda T: default_max_fold(device),
+                        "time with the first layers at every step / once per window (same outputs)")
 
 
 class SJNeuron(nn.Module):
@@ -316,7 +331,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--checkpoint", help="trained checkpoint for the calibration benchmark (skipped without it)")
     p.add_argument("--data-root", help="its dataset (e.g. the CIFAR-10 archive)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["efficiency", "fused", "spikingjelly", "calibration", "memory"])
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["efficiency", "stem", "fused", "spikingjelly", "calibration", "memory"])
     p.add_argument("--calib-test", type=int, default=2000, help="test images for the calibration-size study")
     p.add_argument("--calib-residuals", nargs="+", default=["raw", "clip"], help="IC-SNN residual readings to study")
     args = p.parse_args(argv)
@@ -327,6 +343,8 @@ def main(argv=None):
     if "efficiency" not in args.skip:
         floor_batches = (32, 64, 128, 256, 512, 1024) if cuda else (8, 16, 32, 64, 128, 256)
         rows += efficiency(archs, (8, 32, 128), batch, args.device, args.repeats, floor_batches)
+    if "stem" not in args.skip:
+        rows += stem_once(archs, (8, 32, 128), batch, args.device, args.repeats)
     if "fused" not in args.skip:
         rows += fused_if(archs, (8, 32, 128), batch, args.device, args.repeats)
     if "spikingjelly" not in args.skip:

@@ -165,7 +165,7 @@ def step_free_stem(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "direct", max_fold: int | None = None,
-             generator: torch.Generator | None = None, fused: bool = False) -> torch.Tensor:
+             generator: torch.Generator | None = None, fused: bool = False, stem_once: bool = True) -> torch.Tensor:
     """Run the SNN on one batch for ``T`` steps from the neurons' ``v0``; return each step's output ``[T, B, K]``.
 
     ``x`` is a batch of images ``[B, C, H, W]`` or of feature vectors ``[B, F]``. The prediction at step t is the
@@ -177,7 +177,8 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     ``fused`` runs each window's IF update as one ``torch.compile``'d kernel (:func:`icsnn_core.neuron.if_window`:
     the same spikes; it pays for windows of several steps, after a compile of seconds per window length).
     Under direct coding the layers before the first neurons run once per window on the ``B`` images, not on
-    every step's copy of them (:func:`step_free_stem`: exact, the same current at every step).
+    every step's copy of them (:func:`step_free_stem`: exact, the same current at every step); ``stem_once=False``
+    runs them at every step, as before (to compare).
     """
     T = validate_T(T)
     validate_coding(coding)
@@ -193,7 +194,7 @@ def simulate(model: nn.Module, x: torch.Tensor, T: int, *, coding: Coding = "dir
     b = x.shape[0]
     max_fold = max_fold or default_max_fold(x.device)
     window = max(1, presim, min(total, max_fold // max(1, b)))
-    once = coding == "direct" and step_free_stem(model)  # the layers before the first neurons: once per window
+    once = stem_once and coding == "direct" and step_free_stem(model)  # the layers before the first neurons: once per window
     outs = []
     try:
         for t0 in range(0, total, window):

@@ -1,5 +1,3 @@
-import importlib
-
 import pytest
 import torch
 
@@ -160,14 +158,8 @@ class _Untraceable(torch.nn.Module):
 
 
 def _full(model, x, T, **kw):
-    """The simulation with the stem run at every step, as before (the decision cached as False)."""
-    sim = importlib.import_module("icsnn_core.simulate")
-    saved = sim._STEP_FREE_STEM.get(model)
-    sim._STEP_FREE_STEM[model] = False
-    try:
-        return simulate(model, x, T, **kw)
-    finally:
-        sim._STEP_FREE_STEM[model] = saved
+    """The simulation with the stem run at every step, as before."""
+    return simulate(model, x, T, stem_once=False, **kw)
 
 
 @pytest.mark.parametrize("arch, shape", [("digits-cnn", (1, 8, 8)), ("vgg16", (3, 32, 32)), ("resnet20", (3, 32, 32))])
