@@ -70,12 +70,11 @@ VARIANTS: dict[str, tuple[str, object]] = {
     # lambda's gradient, relative to its size, smaller than the weights')
     "qcfs-fast-lambda-lr4": ("qcfs", ("fast", {"lambda_lr": 4.0})),
     # knowledge distillation from the ReLU twin (the +nesterov-smooth ANN of the same network, epochs and seed,
-    # trained first when its checkpoint is not there): soft targets at temperature 4 weighted 0.9, or 0.5
+    # trained first when its checkpoint is not there): soft targets at temperature 4 weighted 0.9
     "qcfs-fast-kd0.9": ("qcfs", ("fast", {"distill": 0.9})),
-    "qcfs-fast-kd0.5": ("qcfs", ("fast", {"distill": 0.5})),
 }
 LEVELS = {"qcfs-+ema-L8": 8}
-TEACHERS = {"qcfs-fast-kd0.9": "+nesterov-smooth", "qcfs-fast-kd0.5": "+nesterov-smooth"}
+TEACHERS = {"qcfs-fast-kd0.9": "+nesterov-smooth"}
 
 
 def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:

@@ -131,7 +131,7 @@ def step_free_stem(model: nn.Module) -> bool:
     Under direct coding every step sees the same image, so whatever the input reaches before any IF neuron (the
     normalisation, the first convolution, its folded batch norm) computes the same current at every step: running it on
     the ``B`` images and handing each first neuron that one current for all steps is exact, and saves the first
-    layer's T-fold work (about a seventh of the simulation of VGG16 at width 0.25 on a CPU). It holds when the
+    layer's T-fold work (``benchmarks/speed.py``'s ``stem-once`` rows: up to 1.13x at T = 32 on a CPU). It holds when the
     model (traced by ``torch.fx``) never mixes a tensor computed before every neuron with one computed after one (an
     ``x + spikes`` skip, or a ``view(x.size(0), ...)``) and its output comes after a neuron; a model that cannot be
     traced runs every step in full, as before. Decided once per model object."""
