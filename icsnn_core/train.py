@@ -107,6 +107,8 @@ class TrainConfig:
     distill: float = 0.0  # knowledge distillation from a teacher (train's ``teacher``, e.g. the ReLU twin): the
     # weight of the soft-target term; the loss is (1 - distill) CE + distill tau^2 KL(teacher || student) at tau
     distill_temperature: float = 4.0
+    warm_start: bool = False  # start from a trained model's weights (train's ``init``, e.g. the ReLU twin, the
+    # same network): every parameter and buffer but QCFS's lambdas, which then start from the data as above
 
     def validate(self) -> "TrainConfig":
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -131,6 +133,8 @@ class TrainConfig:
         if not (0 <= self.distill <= 1 and self.distill_temperature > 0):
             raise ConfigError(f"distill must lie in [0, 1] and distill_temperature be positive, got {self.distill} "
                               f"and {self.distill_temperature}. Fix: e.g. distill 0.9 at temperature 4")
+        if not isinstance(self.warm_start, bool):
+            raise ConfigError(f"warm_start must be True or False, got {self.warm_start!r}")
         if self.lambda_quantile is not None and not 0 < self.lambda_quantile <= 1:
             raise ConfigError(f"lambda_quantile must lie in (0, 1], got {self.lambda_quantile}. Fix: e.g. "
                               "--lambda-quantile 0.99, or 0 for the fixed start --init-lambda")
@@ -164,7 +168,7 @@ QCFS_ONLY_TRAIN = ("decay_lambda", "lambda_lr", "lambda_quantile", "quant_warmup
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
                                                            "decay_all", "decay_lambda", "lambda_lr", "ema",
                                                            "compile", "quant_warmup", "quant_warmup_mode",
-                                                           "distill", "distill_temperature")}, "lambda_quantile": None}
+                                                           "distill", "distill_temperature", "warm_start")}, "lambda_quantile": None}
 
 RECIPES: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
@@ -406,9 +410,27 @@ def distillation_loss(out: torch.Tensor, y: torch.Tensor, teacher_out: torch.Ten
     return (1 - cfg.distill) * ce + cfg.distill * tau * tau * soft
 
 
+def warm_start(model: nn.Module, init: nn.Module) -> None:
+    """Copy ``init``'s weights into ``model``: the same network, ``model``'s QCFS lambdas aside (a ReLU ``init``
+    has none; they are set from the data afterwards). Any other mismatch is refused, naming the keys."""
+    lams = {f"{name}.lam" if name else "lam" for name, n in neurons(model) if n.activation == "qcfs"}
+    theirs = init.state_dict()
+    mine = model.state_dict()
+    missing = sorted(set(mine) - set(theirs) - lams)
+    unexpected = sorted(set(theirs) - set(mine))
+    shapes = sorted(k for k in set(mine) & set(theirs) if mine[k].shape != theirs[k].shape)
+    if missing or unexpected or shapes:
+        raise ConfigError(f"the warm start's model is another network (missing {missing[:3]}, unexpected "
+                          f"{unexpected[:3]}, other shapes {shapes[:3]}). Fix: pass init= the ReLU twin of the same "
+                          "arch and width, or set warm_start=False")
+    with torch.no_grad():
+        for k, v in theirs.items():
+            mine[k].copy_(v)
+
+
 def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os.PathLike, *,
           device: str | torch.device = "cpu", progress: bool = True, stop_after: int | None = None,
-          teacher: nn.Module | None = None) -> nn.Module:
+          teacher: nn.Module | None = None, init: nn.Module | None = None) -> nn.Module:
     """Train (or resume training) the ANN described by ``spec`` and return it in eval mode.
 
     The checkpoint is rewritten atomically after every epoch, with a CSV log beside it
@@ -417,12 +439,16 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     of this call (used to test resuming). With ``cfg.ema`` the returned weights are the moving average.
     Under torchrun (:mod:`.distributed`) each rank trains on its slice of every batch with DDP and rank 0
     writes the checkpoint; every rank returns the same weights. With ``cfg.distill`` the ``teacher`` (a trained
-    model, run in eval mode and never changed) supplies the soft targets.
+    model, run in eval mode and never changed) supplies the soft targets. With ``cfg.warm_start`` the run starts
+    from ``init``'s weights (:func:`warm_start`; ``init`` is left unchanged) instead of a random initialisation.
     """
     cfg.validate()
     if cfg.distill and teacher is None:
         raise ConfigError("the recipe distills (distill > 0) but no teacher was given. Fix: pass train(..., "
                           "teacher=model), e.g. the ReLU twin, or set distill=0")
+    if cfg.warm_start and init is None:
+        raise ConfigError("the recipe starts warm (warm_start=True) but no model to start from was given. Fix: "
+                          "pass train(..., init=model), e.g. the trained ReLU twin, or set warm_start=False")
     device = distributed.init(device)  # under torchrun: join the other ranks, on this rank's GPU
     path = Path(checkpoint)
     torch.manual_seed(cfg.seed)
@@ -460,6 +486,8 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         model.to(memory_format=torch.channels_last)
     if cfg.distill:
         teacher = teacher.to(device).eval()
+    if start == 0 and cfg.warm_start:
+        warm_start(model, init)
     if start == 0 and cfg.lambda_quantile is not None and spec.activation == "qcfs":
         # drawn from its own generator, so the shuffling of the epochs is the same with or without it
         first = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.batch_size]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -664,3 +665,42 @@ def test_distilling_needs_a_teacher_leaves_it_unchanged_and_changes_the_student(
 def test_distill_outside_its_range_is_refused(distill, tau):
     with pytest.raises(ConfigError, match="distill"):
         TrainConfig(distill=distill, distill_temperature=tau).validate()
+
+
+def test_warm_start_copies_every_weight_but_the_lambdas_and_refuses_another_network(straight, spec, digits):
+    from icsnn_core.neuron import neurons
+    from icsnn_core.train import warm_start
+    relu, _ = straight
+    qspec = replace(spec, activation="qcfs")
+    model = qspec.build()
+    lams = {name: float(n.lam.detach()) for name, n in neurons(model)}
+    warm_start(model, relu)
+    theirs = relu.state_dict()
+    for k, v in model.state_dict().items():
+        if k.endswith(".lam"):
+            continue
+        assert torch.equal(v, theirs[k]), k
+    assert {name: float(n.lam.detach()) for name, n in neurons(model)} == lams  # untouched: set from the data later
+    with pytest.raises(ConfigError, match="another network"):
+        warm_start(replace(qspec, width=0.5).build(), relu)
+
+
+def test_a_warm_run_starts_from_its_init_leaves_it_unchanged_and_resumes_exactly(straight, spec, digits, tmp_path):
+    relu, _ = straight
+    before = {k: v.clone() for k, v in relu.state_dict().items()}
+    qspec = replace(spec, activation="qcfs")
+    with pytest.raises(ConfigError, match="no model to start from"):
+        _train(qspec, digits, cfg(warm_start=True), tmp_path / "none.pt")
+    assert not (tmp_path / "none.pt").exists()
+    # at a vanishing learning rate one epoch leaves the weights where the warm start put them
+    still = _train(qspec, digits, cfg(warm_start=True, epochs=1, lr=1e-12), tmp_path / "still.pt", init=relu)
+    cold = _train(qspec, digits, cfg(epochs=1, lr=1e-12), tmp_path / "cold.pt")
+    for name, p in still.named_parameters():
+        if not name.endswith(".lam"):
+            assert torch.allclose(p, before[name], atol=1e-9), name
+    assert any(not torch.allclose(p, before[name], atol=1e-3) for name, p in cold.named_parameters()
+               if not name.endswith(".lam"))
+    assert all(torch.equal(before[k], v) for k, v in relu.state_dict().items())
+    warm = _train(qspec, digits, cfg(warm_start=True), tmp_path / "warm.pt", init=relu)
+    _train(qspec, digits, cfg(warm_start=True), tmp_path / "again.pt", init=relu, stop_after=1)
+    _assert_same_weights(warm, _train(qspec, digits, cfg(warm_start=True), tmp_path / "again.pt", init=relu))
