@@ -28,7 +28,8 @@ from icsnn_core.simulate import ann_accuracy  # noqa: E402
 from icsnn_core.train import ModelSpec, TrainConfig, recipe, train  # noqa: E402
 
 COLUMNS = ("variant", "activation", "arch", "width", "epochs", "train_images", "val_images", "seconds",
-           "val_accuracy", "final_loss", "recipe", "seed", "teacher_val_accuracy", "device", "git_commit", "torch_version", "timestamp")
+           "val_accuracy", "final_loss", "recipe", "seed", "teacher_val_accuracy", "init_val_accuracy",
+           "device", "git_commit", "torch_version", "timestamp")
 
 # name -> (activation, the recipe as changes to the paper's). Each adds one change to the one above it.
 # The QCFS variants use L = 4 levels unless LEVELS names another number.
@@ -123,7 +124,8 @@ def main() -> None:
     key = ("variant", "arch", "width", "epochs", "seed")  # a second seed adds rows, it replaces none
     done = {tuple(r[k] for k in key) for r in read_rows(args.out)}
 
-    def trained(variant: str) -> tuple[str, TrainConfig, Path, torch.nn.Module, torch.nn.Module | None]:
+    def trained(variant: str) -> tuple[str, TrainConfig, Path, torch.nn.Module, torch.nn.Module | None,
+                                       torch.nn.Module | None]:
         activation, cfg = config(variant, args.epochs, args.seed)
         spec = ModelSpec(args.arch, args.width, True, data.num_classes, data.in_channels, data.mean, data.std,
                          activation, LEVELS.get(variant, 4))
@@ -131,12 +133,12 @@ def main() -> None:
         teacher = trained(TEACHERS[variant])[3] if variant in TEACHERS else None
         init = trained(INITS[variant])[3] if variant in INITS else None
         model = train(spec, data, cfg, ckpt, device=args.device, progress=False, teacher=teacher, init=init)
-        return activation, cfg, ckpt, model, teacher
+        return activation, cfg, ckpt, model, teacher, init
 
     for variant in args.variants:
         if (variant, args.arch, str(args.width), str(args.epochs), str(args.seed)) in done:
             continue
-        activation, cfg, ckpt, model, teacher = trained(variant)
+        activation, cfg, ckpt, model, teacher, init = trained(variant)
         history = torch.load(ckpt, weights_only=True)["history"]
         seconds = sum(h["seconds"] for h in history)  # the epochs' own time, also across resumed runs
         row = {"variant": variant, "activation": activation, "arch": args.arch, "width": args.width,
@@ -146,6 +148,7 @@ def main() -> None:
                "final_loss": round(history[-1]["loss"], 4), "recipe": cfg.recipe, "seed": args.seed,
                # the teacher as retrained here: the same seed on another processor can end a few tenths apart
                "teacher_val_accuracy": "" if teacher is None else round(ann_accuracy(teacher, data.test, device=args.device), 2),
+               "init_val_accuracy": "" if init is None else round(ann_accuracy(init, data.test, device=args.device), 2),
                **provenance(args.device)}
         merge_rows(args.out, [row], COLUMNS, key)
         print(f"{variant:24s} {row['val_accuracy']:.2f}% on {row['val_images']} held-out images, {seconds:.0f} s",
