@@ -312,14 +312,28 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                             profile.coding)
     sim = dict(device=device, batch_size=profile.eval_batch_size, max_fold=profile.max_fold, seed=profile.seed,
                coding=profile.coding)
+    relu_anns: dict[Path, nn.Module] = {}  # by checkpoint, trained this run: the QCFS twins' warm starts reuse them
     for choice in choices:
         spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std,
                          choice.activation, choice.levels)
         ckpt = checkpoint_path(out, data.name, spec, cfg)
-        log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name} (checkpoint {ckpt})")
         name = f"{spec.arch} {spec.activation}"
         with times.stage(f"train {name}"):
-            model = train(spec, data, cfg, ckpt, device=device, progress=progress)
+            init = None
+            if cfg.warm_start and spec.activation == "qcfs":  # the fast recipe: from the trained ReLU twin
+                twin = replace(spec, activation="relu")
+                twin_ckpt = checkpoint_path(out, data.name, twin, cfg)
+                if twin_ckpt not in relu_anns:
+                    log(f"{spec.describe()} starts from its ReLU twin: training it {cfg.epochs} epochs on {data.name} "
+                        f"(checkpoint {twin_ckpt})")
+                    with times.stage(f"train {spec.arch} relu"):
+                        relu_anns[twin_ckpt] = train(twin, data, cfg, twin_ckpt, device=device, progress=progress)
+                init = relu_anns[twin_ckpt]
+            log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name}"
+                f"{' from its ReLU twin' if init is not None else ''} (checkpoint {ckpt})")
+            model = train(spec, data, cfg, ckpt, device=device, progress=progress, init=init)
+        if spec.activation == "relu":
+            relu_anns[ckpt] = model
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
                 "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs, "recipe": cfg.recipe}
 
