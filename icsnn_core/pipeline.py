@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from .convert import balance_thresholds, convert, thresholds_from_lambda
 from .data import Dataset, load_dataset
 from .energy import EnergyCosts, EnergyMeter, EnergyRecord
 from .errors import ConfigError
+from .files import exclusive
 from .figures import has_spike_measurements, write_rate_coding, write_spike_measurements
 from .methods import Method
 from .neuron import ann_kind, neurons
@@ -326,12 +327,13 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                 if twin_ckpt not in relu_anns:
                     log(f"{spec.describe()} starts from its ReLU twin: training it {cfg.epochs} epochs on {data.name} "
                         f"(checkpoint {twin_ckpt})")
-                    with times.stage(f"train {spec.arch} relu"):
+                    with times.stage(f"train {spec.arch} relu"), _one_trainer(twin_ckpt):
                         relu_anns[twin_ckpt] = train(twin, data, cfg, twin_ckpt, device=device, progress=progress)
                 init = relu_anns[twin_ckpt]
             log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name}"
                 f"{' from its ReLU twin' if init is not None else ''} (checkpoint {ckpt})")
-            model = train(spec, data, cfg, ckpt, device=device, progress=progress, init=init)
+            with _one_trainer(ckpt):
+                model = train(spec, data, cfg, ckpt, device=device, progress=progress, init=init)
         if spec.activation == "relu":
             relu_anns[ckpt] = model
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
@@ -353,6 +355,12 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                              rank=distributed.rank(), world=distributed.world_size(), energy=energy, costs=costs)
     distributed.barrier()  # every rank's rows are merged before any rank returns
     return out / "results.csv"
+
+
+def _one_trainer(ckpt: Path) -> ContextManager[None]:
+    """One process at a time trains a checkpoint: a QCFS process (tools/full_gpu.sh runs one per ANN) waits for
+    the ReLU process training its twin, then loads it. Under torchrun the ranks train it together instead."""
+    return exclusive(ckpt) if distributed.world_size() == 1 else nullcontext()
 
 
 def _tagged(log: Callable[[str], None], rank: int) -> Callable[[str], None]:

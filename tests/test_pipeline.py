@@ -321,3 +321,30 @@ def test_a_warm_recipe_trains_the_relu_twin_first_and_starts_qcfs_from_it(tmp_pa
     torch.save(twin, relu)  # ... one with other weights is not
     with pytest.raises(CheckpointError, match="started from another model"):
         pipeline.reproduce(warm, tmp_path, activations=["qcfs"], progress=False, log=lambda s: None)
+
+
+def test_a_second_process_training_the_same_checkpoint_waits_for_the_first(tmp_path):
+    """`exclusive` (the pipeline holds it around each training): the second comer enters only once the first
+    has left, whatever the timing; another file's lock does not wait."""
+    import threading
+    import time
+
+    from icsnn_core.files import exclusive
+
+    order, inside = [], threading.Event()
+
+    def first():
+        with exclusive(tmp_path / "twin.pt"):
+            inside.set()
+            time.sleep(0.3)
+            order.append("first done")
+
+    t = threading.Thread(target=first)
+    t.start()
+    inside.wait()
+    with exclusive(tmp_path / "other.pt"):
+        order.append("other file")
+    with exclusive(tmp_path / "twin.pt"):
+        order.append("second in")
+    t.join()
+    assert order == ["other file", "first done", "second in"]
