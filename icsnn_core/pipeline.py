@@ -271,6 +271,14 @@ class StageTimes:
                 write_rows(self.path, [{**r, **prov} for r in (*self.rows, total)], self.COLUMNS)
 
 
+def stage_times_name(archs: Sequence[str] | None, activations: Sequence[str] | None) -> str:
+    """``stage_times.csv`` for a whole profile; a run restricted to some of its models (one process per ANN,
+    tools/full_gpu.sh) writes its own, e.g. ``stage_times-vgg16-qcfs.csv``, so processes sharing a folder do not
+    overwrite each other's."""
+    chosen = [*(archs or ()), *(activations or ())]
+    return f"stage_times{''.join(f'-{c}' for c in chosen)}.csv"
+
+
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
               download: bool = False, archs: Sequence[str] | None = None, activations: Sequence[str] | None = None,
               epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write,
@@ -279,7 +287,8 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
 
     ``energy`` / ``costs``: count operations and estimate energy (energy.csv, energy_layers.csv; see
     :func:`evaluate_methods`). ``archs`` / ``activations`` restrict the run to some of the profile's models, e.g. one process per ANN
-    on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked.
+    on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked, and each writes its
+    own stage times (:func:`stage_times_name`).
 
     Under torchrun (several ranks sharing ``out_dir``) every rank trains each ANN, on its slice of each batch,
     then measures its share of the (method, T) points and merges them into the shared files; rank 0 alone
@@ -294,7 +303,7 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     if energy:
         check_table(out / "energy.csv", ENERGY_COLUMNS)
         check_table(out / "energy_layers.csv", ENERGY_LAYER_COLUMNS)
-    times = StageTimes(out / "stage_times.csv" if distributed.is_main() else None, device)
+    times = StageTimes(out / stage_times_name(archs, activations) if distributed.is_main() else None, device)
     with times.stage("load data"):
         data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
     cfg = replace(profile.train, seed=profile.seed)

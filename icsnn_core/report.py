@@ -472,8 +472,9 @@ def table(df: pd.DataFrame, *, digits: int = 2, names: dict[str, str] | None = N
 def result_files(results_dir: str | Path) -> list[Path]:
     """The tidy files of a results folder that a page's reader may download (curves.csv, the largest, excluded:
     it is in the repository beside them)."""
-    names = ("results.csv", "first_spike.csv", "layer_outputs.csv", "stage_times.csv")
-    return [Path(results_dir) / n for n in names if (Path(results_dir) / n).exists()]
+    names = ("results.csv", "first_spike.csv", "layer_outputs.csv")
+    found = [Path(results_dir) / n for n in names if (Path(results_dir) / n).exists()]
+    return found + sorted(Path(results_dir).glob("stage_times*.csv"))  # one per process of a run split by model
 
 
 def downloads(profile: str, results_dir: str | Path, page_profile: str | None = None) -> str:

@@ -312,7 +312,7 @@ def test_a_warm_recipe_trains_the_relu_twin_first_and_starts_qcfs_from_it(tmp_pa
     twin, _ = load_model(relu)
     assert load_checkpoint(qcfs)["init"] == weights_digest(twin)
     assert [(r["ann"], r["variant"], r["T"]) for r in read_rows(tmp_path / "results.csv")] == [("qcfs", "qcfs", "2")]
-    stages = [r["stage"] for r in read_rows(tmp_path / "stage_times.csv")]
+    stages = [r["stage"] for r in read_rows(tmp_path / "stage_times-qcfs.csv")]  # a process of its own
     assert stages == ["load data", "train digits-cnn relu", "train digits-cnn qcfs", "methods digits-cnn qcfs", "total"]
     relu.unlink()  # the twin retrained (here: the same seed, so the same weights) is accepted ...
     pipeline.reproduce(warm, tmp_path, activations=["qcfs"], progress=False, log=lambda s: None)
@@ -348,3 +348,9 @@ def test_a_second_process_training_the_same_checkpoint_waits_for_the_first(tmp_p
         order.append("second in")
     t.join()
     assert order == ["other file", "first done", "second in"]
+
+
+def test_each_process_of_a_split_run_names_its_own_stage_times():
+    assert pipeline.stage_times_name(None, None) == "stage_times.csv"
+    assert pipeline.stage_times_name(["vgg16"], ["qcfs"]) == "stage_times-vgg16-qcfs.csv"
+    assert pipeline.stage_times_name(None, ["relu"]) == "stage_times-relu.csv"
