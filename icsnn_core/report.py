@@ -463,7 +463,7 @@ def table(df: pd.DataFrame, *, digits: int = 2, names: dict[str, str] | None = N
             frame[col] = series.map(lambda v: _cell(v, 0))
         elif pd.api.types.is_float_dtype(series):
             frame[col] = series.map(lambda v: _cell(v, digits))
-        elif series.dtype == object:
+        elif series.dtype == object or pd.api.types.is_string_dtype(series):  # pandas 3 keeps text as str
             frame[col] = series.map(lambda v: _cell(v, digits))
     frame = frame.rename(columns={**HEADERS, **(headers or {})})
     return Table(frame, caption)
