@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file to write / resume")
     tp.add_argument("--recipe", choices=list(RECIPES), default="paper",
                     help="paper: the paper's (SGD, step decay); fast: one-cycle, Nesterov, label smoothing, and "
-                         "for QCFS a warm-up with finer levels (benchmarks/recipe_study.py measures each) "
+                         "for QCFS a warm-up with finer levels and a start from the trained ReLU twin (--warm-from) "
+                         "(benchmarks/recipe_study.py measures each) "
                          "(default: paper)")
     d = TrainConfig()
     tp.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
@@ -145,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--quant-warmup-mode", choices=QUANT_WARMUP_MODES,
                     help="QCFS warm-up: halving (levels L 2^W, ..., 2L, halved each epoch) or clip (no floor) "
                          "(default: the recipe's)")
+    tp.add_argument("--warm-from", type=Path, metavar="CHECKPOINT",
+                    help="QCFS under the fast recipe: start from this trained ReLU twin (the same --arch, --width "
+                         "and --bn, trained first with --activation relu) (default: none; the fast recipe's QCFS run then "
+                         "asks for it or --cold)")
+    tp.add_argument("--cold", action="store_true", help="QCFS under the fast recipe: start from random weights, "
+                                                        "not from the ReLU twin (default: the recipe's: warm for fast)")
     tp.add_argument("--no-augment", action="store_true",
                     help="no random crop + flip (they are on for CIFAR, off for digits and Fashion-MNIST)")
     tp.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
@@ -236,7 +243,16 @@ def _run(args: argparse.Namespace) -> int:
             arch, activation, levels = args.model, "qcfs" if qcfs else "relu", qcfs[0].levels if qcfs else args.levels
         spec = ModelSpec(arch, args.width, args.bn, data.num_classes, data.in_channels, data.mean, data.std,
                          activation, levels, args.init_lambda)
-        train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress)
+        if args.cold:
+            cfg = replace(cfg, warm_start=False)
+        init = None
+        if args.warm_from is not None:
+            if not (cfg.warm_start and activation == "qcfs"):
+                raise ConfigError("--warm-from starts a QCFS ANN under a warm recipe (--recipe fast, without --cold) "
+                                  f"from its ReLU twin; this run is {'ReLU' if activation != 'qcfs' else 'cold'}. "
+                                  "Fix: drop --warm-from, or train --activation qcfs --recipe fast")
+            init, _ = load_model(args.warm_from, expect=replace(spec, activation="relu"))
+        train(spec, data, cfg.validate(), args.checkpoint, device=device, progress=progress, init=init)
         print(f"wrote {args.checkpoint}")
         return 0
     if args.model:

@@ -1,10 +1,13 @@
-"""Atomic file writes: write a temporary file beside the target, then rename it over the target."""
+"""Atomic file writes: write a temporary file beside the target, then rename it over the target; and a lock
+for processes that would write the same file."""
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any, Callable, IO, Iterator
 
 import torch
 
@@ -41,3 +44,17 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new content, never a mix."""
     _atomic(Path(path), "w", lambda f: f.write(text))
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Run the block holding an exclusive lock on ``<path>.lock`` (left in place, empty), so processes that would
+    write ``path`` take turns: the second one to come waits, then finds the first one's file finished."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+        yield
+    finally:
+        os.close(fd)

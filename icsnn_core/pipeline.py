@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from .convert import balance_thresholds, convert, thresholds_from_lambda
 from .data import Dataset, load_dataset
 from .energy import EnergyCosts, EnergyMeter, EnergyRecord
 from .errors import ConfigError
+from .files import exclusive
 from .figures import has_spike_measurements, write_rate_coding, write_spike_measurements
 from .methods import Method
 from .neuron import ann_kind, neurons
@@ -270,6 +271,14 @@ class StageTimes:
                 write_rows(self.path, [{**r, **prov} for r in (*self.rows, total)], self.COLUMNS)
 
 
+def stage_times_name(archs: Sequence[str] | None, activations: Sequence[str] | None) -> str:
+    """``stage_times.csv`` for a whole profile; a run restricted to some of its models (one process per ANN,
+    tools/full_gpu.sh) writes its own, e.g. ``stage_times-vgg16-qcfs.csv``, so processes sharing a folder do not
+    overwrite each other's."""
+    chosen = [*(archs or ()), *(activations or ())]
+    return f"stage_times{''.join(f'-{c}' for c in chosen)}.csv"
+
+
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
               download: bool = False, archs: Sequence[str] | None = None, activations: Sequence[str] | None = None,
               epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write,
@@ -278,7 +287,8 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
 
     ``energy`` / ``costs``: count operations and estimate energy (energy.csv, energy_layers.csv; see
     :func:`evaluate_methods`). ``archs`` / ``activations`` restrict the run to some of the profile's models, e.g. one process per ANN
-    on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked.
+    on one GPU (tools/full_gpu.sh); processes may share ``out_dir``, whose merges are locked, and each writes its
+    own stage times (:func:`stage_times_name`).
 
     Under torchrun (several ranks sharing ``out_dir``) every rank trains each ANN, on its slice of each batch,
     then measures its share of the (method, T) points and merges them into the shared files; rank 0 alone
@@ -293,7 +303,7 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     if energy:
         check_table(out / "energy.csv", ENERGY_COLUMNS)
         check_table(out / "energy_layers.csv", ENERGY_LAYER_COLUMNS)
-    times = StageTimes(out / "stage_times.csv" if distributed.is_main() else None, device)
+    times = StageTimes(out / stage_times_name(archs, activations) if distributed.is_main() else None, device)
     with times.stage("load data"):
         data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
     cfg = replace(profile.train, seed=profile.seed)
@@ -312,14 +322,29 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                             profile.coding)
     sim = dict(device=device, batch_size=profile.eval_batch_size, max_fold=profile.max_fold, seed=profile.seed,
                coding=profile.coding)
+    relu_anns: dict[Path, nn.Module] = {}  # by checkpoint, trained this run: the QCFS twins' warm starts reuse them
     for choice in choices:
         spec = ModelSpec(choice.arch, choice.width, choice.bn, data.num_classes, data.in_channels, data.mean, data.std,
                          choice.activation, choice.levels)
         ckpt = checkpoint_path(out, data.name, spec, cfg)
-        log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name} (checkpoint {ckpt})")
         name = f"{spec.arch} {spec.activation}"
         with times.stage(f"train {name}"):
-            model = train(spec, data, cfg, ckpt, device=device, progress=progress)
+            init = None
+            if cfg.warm_start and spec.activation == "qcfs":  # the fast recipe: from the trained ReLU twin
+                twin = replace(spec, activation="relu")
+                twin_ckpt = checkpoint_path(out, data.name, twin, cfg)
+                if twin_ckpt not in relu_anns:
+                    log(f"{spec.describe()} starts from its ReLU twin: training it {cfg.epochs} epochs on {data.name} "
+                        f"(checkpoint {twin_ckpt})")
+                    with times.stage(f"train {spec.arch} relu"), _one_trainer(twin_ckpt):
+                        relu_anns[twin_ckpt] = train(twin, data, cfg, twin_ckpt, device=device, progress=progress)
+                init = relu_anns[twin_ckpt]
+            log(f"{spec.describe()}: training {cfg.epochs} epochs on {data.name}"
+                f"{' from its ReLU twin' if init is not None else ''} (checkpoint {ckpt})")
+            with _one_trainer(ckpt):
+                model = train(spec, data, cfg, ckpt, device=device, progress=progress, init=init)
+        if spec.activation == "relu":
+            relu_anns[ckpt] = model
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
                 "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs, "recipe": cfg.recipe}
 
@@ -339,6 +364,12 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
                              rank=distributed.rank(), world=distributed.world_size(), energy=energy, costs=costs)
     distributed.barrier()  # every rank's rows are merged before any rank returns
     return out / "results.csv"
+
+
+def _one_trainer(ckpt: Path) -> ContextManager[None]:
+    """One process at a time trains a checkpoint: a QCFS process (tools/full_gpu.sh runs one per ANN) waits for
+    the ReLU process training its twin, then loads it. Under torchrun the ranks train it together instead."""
+    return exclusive(ckpt) if distributed.world_size() == 1 else nullcontext()
 
 
 def _tagged(log: Callable[[str], None], rank: int) -> Callable[[str], None]:

@@ -463,7 +463,7 @@ def table(df: pd.DataFrame, *, digits: int = 2, names: dict[str, str] | None = N
             frame[col] = series.map(lambda v: _cell(v, 0))
         elif pd.api.types.is_float_dtype(series):
             frame[col] = series.map(lambda v: _cell(v, digits))
-        elif series.dtype == object:
+        elif series.dtype == object or pd.api.types.is_string_dtype(series):  # pandas 3 keeps text as str
             frame[col] = series.map(lambda v: _cell(v, digits))
     frame = frame.rename(columns={**HEADERS, **(headers or {})})
     return Table(frame, caption)
@@ -472,8 +472,9 @@ def table(df: pd.DataFrame, *, digits: int = 2, names: dict[str, str] | None = N
 def result_files(results_dir: str | Path) -> list[Path]:
     """The tidy files of a results folder that a page's reader may download (curves.csv, the largest, excluded:
     it is in the repository beside them)."""
-    names = ("results.csv", "first_spike.csv", "layer_outputs.csv", "stage_times.csv")
-    return [Path(results_dir) / n for n in names if (Path(results_dir) / n).exists()]
+    names = ("results.csv", "first_spike.csv", "layer_outputs.csv")
+    found = [Path(results_dir) / n for n in names if (Path(results_dir) / n).exists()]
+    return found + sorted(Path(results_dir).glob("stage_times*.csv"))  # one per process of a run split by model
 
 
 def downloads(profile: str, results_dir: str | Path, page_profile: str | None = None) -> str:

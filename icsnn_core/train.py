@@ -6,11 +6,12 @@ Two named recipes (:data:`RECIPES`), both for the same networks:
   batch 128, 300 epochs, lr divided by 5 at epochs 70/130/190/240, random crop + horizontal flip.
 - ``fast``: the same SGD, weight decay and augmentation with a one-cycle schedule (linear warm-up, then
   linear decay to zero, updated every step), Nesterov momentum, label smoothing 0.1, and for QCFS its lambdas
-  started from the data and a warm-up of the first 60% of the epochs with finer levels, halved each epoch
-  down to QCFS's L. Each change is measured in ``benchmarks/recipe_study.py``; five more options measured
-  there (no weight decay on batch-norm parameters, biases and lambda, or on the lambdas alone; an exponential
-  moving average of the weights; QCFS's warm-up without its floor; a larger learning rate for the lambdas) did
-  not pay and are not part of it.
+  started from the data, a warm-up of the first 60% of the epochs with finer levels, halved each epoch
+  down to QCFS's L, and the run started from the trained ReLU twin's weights (``warm_start``). Each change
+  is measured in ``benchmarks/recipe_study.py``; more options measured there (no weight decay on batch-norm
+  parameters, biases and lambda, or on the lambdas alone; an exponential moving average of the weights;
+  QCFS's warm-up without its floor; a larger learning rate for the lambdas; a fifth of the weight decay;
+  distillation from the ReLU twin) did not pay and are not part of it.
 
 The shuffling/augmentation generator is saved with the weights, so an interrupted run resumed from its
 checkpoint ends with the same weights as an uninterrupted one (same seed, same device, same thread count:
@@ -19,6 +20,7 @@ CPU kernels sum in an order that depends on the number of threads and the proces
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import pickle
@@ -107,8 +109,8 @@ class TrainConfig:
     distill: float = 0.0  # knowledge distillation from a teacher (train's ``teacher``, e.g. the ReLU twin): the
     # weight of the soft-target term; the loss is (1 - distill) CE + distill tau^2 KL(teacher || student) at tau
     distill_temperature: float = 4.0
-    warm_start: bool = False  # start from a trained model's weights (train's ``init``, e.g. the ReLU twin, the
-    # same network): every parameter and buffer but QCFS's lambdas, which then start from the data as above
+    warm_start: bool = False  # QCFS: start from a trained model's weights (train's ``init``: the ReLU twin, the
+    # same network): every parameter and buffer but the lambdas, which then start from the data as above
 
     def validate(self) -> "TrainConfig":
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs <= 0:
@@ -162,7 +164,7 @@ class TrainConfig:
 
 
 QUANT_WARMUP_MODES = ("clip", "halving")
-QCFS_ONLY_TRAIN = ("decay_lambda", "lambda_lr", "lambda_quantile", "quant_warmup", "quant_warmup_mode")  # TrainConfig fields a ReLU ANN's training never reads
+QCFS_ONLY_TRAIN = ("decay_lambda", "lambda_lr", "lambda_quantile", "quant_warmup", "quant_warmup_mode", "warm_start")  # TrainConfig fields a ReLU ANN's training never reads
 
 # the values a checkpoint written before a field existed was trained with (the paper's recipe)
 _LEGACY_TRAIN = {**{f: getattr(TrainConfig(), f) for f in ("recipe", "schedule", "warmup", "nesterov", "label_smoothing",
@@ -175,10 +177,12 @@ RECIPES: dict[str, TrainConfig] = {
     # chosen on the held-out part of the training set by benchmarks/recipe_study.py, never on the test set
     # (one-cycle +11.6 points, Nesterov and label smoothing +1.6 on VGG16 w0.25 at 10 epochs; no decay on
     # norm/bias/lambda -0.8 and an EMA -0.04 did not pay there, so they stay options, not part of the recipe)
-    # QCFS only: levels halved each epoch of the first 60% (qcfs-fast-halving0.6: 80.48% held out at 10 epochs,
-    # against 75.70% trained with four levels from the start and 82.38% for ReLU; a ReLU ANN ignores it)
+    # QCFS only (a ReLU ANN ignores both): levels halved each epoch of the first 60% (qcfs-fast-halving0.6:
+    # 80.48% held out at 10 epochs, against 75.70% trained with four levels from the start and 82.38% for ReLU),
+    # and the run started from the trained ReLU twin (qcfs-fast-warm at w0.125: 77.16% / 77.08% held out, seeds
+    # 0 / 1, its ReLU twin 76.96% / 77.28%; trained cold 2.42 / 3.20 points below it)
     "fast": TrainConfig(recipe="fast", schedule="onecycle", warmup=0.15, nesterov=True, label_smoothing=0.1,
-                        lambda_quantile=0.99, quant_warmup=0.6, quant_warmup_mode="halving"),
+                        lambda_quantile=0.99, quant_warmup=0.6, quant_warmup_mode="halving", warm_start=True),
 }
 
 
@@ -278,10 +282,12 @@ def spec_of(ckpt: dict[str, Any]) -> ModelSpec:
 
 
 def _recipe_spec(spec: ModelSpec) -> dict[str, Any]:
-    """The spec as compared when resuming: lambda's starting value means nothing to a ReLU network."""
+    """The spec as compared when resuming: QCFS's levels and lambda's starting value mean nothing to a ReLU
+    network."""
     d = asdict(spec)
     if spec.activation != "qcfs":
         d.pop("init_lambda")
+        d.pop("levels")
     return d
 
 
@@ -292,7 +298,7 @@ def load_model(path: str | os.PathLike, expect: ModelSpec | None = None) -> tupl
     if is_user_model(spec.arch):  # never run code that a checkpoint names: the user names it on the command line
         raise CheckpointError(f"checkpoint {path} holds your own model {spec.arch}. Fix: pass --model {spec.arch} "
                               "(from Python: icsnn_core.train.load_weights(YourClass(), path))")
-    fields = ("arch", "width", "bn", "num_classes", "activation", "levels")
+    fields = ("arch", "width", "bn", "num_classes", "activation") + (("levels",) if spec.activation == "qcfs" else ())
     if expect is not None and any(getattr(spec, f) != getattr(expect, f) for f in fields):
         raise CheckpointError(f"checkpoint {path} holds {spec.describe()} for {spec.num_classes} classes, not "
                               f"{expect.describe()} for {expect.num_classes}. Fix: pass the matching --arch/--width/--bn "
@@ -410,6 +416,17 @@ def distillation_loss(out: torch.Tensor, y: torch.Tensor, teacher_out: torch.Ten
     return (1 - cfg.distill) * ce + cfg.distill * tau * tau * soft
 
 
+def weights_digest(model: nn.Module) -> str:
+    """A SHA-256 of ``model``'s parameters and buffers (names, dtypes, shapes and bytes): which model a warm
+    start began from, recorded in the checkpoint."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        v = v.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def warm_start(model: nn.Module, init: nn.Module) -> None:
     """Copy ``init``'s weights into ``model``: the same network, ``model``'s QCFS lambdas aside (a ReLU ``init``
     has none; they are set from the data afterwards). Any other mismatch is refused, naming the keys."""
@@ -439,16 +456,21 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
     of this call (used to test resuming). With ``cfg.ema`` the returned weights are the moving average.
     Under torchrun (:mod:`.distributed`) each rank trains on its slice of every batch with DDP and rank 0
     writes the checkpoint; every rank returns the same weights. With ``cfg.distill`` the ``teacher`` (a trained
-    model, run in eval mode and never changed) supplies the soft targets. With ``cfg.warm_start`` the run starts
-    from ``init``'s weights (:func:`warm_start`; ``init`` is left unchanged) instead of a random initialisation.
+    model, run in eval mode and never changed) supplies the soft targets. With ``cfg.warm_start`` a QCFS run
+    starts from ``init``'s weights (:func:`warm_start`; ``init``, e.g. the ReLU twin, is left unchanged) instead of
+    a random initialisation; the checkpoint records ``init``'s digest and is refused with another ``init``.
+    A ReLU ANN ignores ``warm_start``, as every QCFS-only option (:data:`QCFS_ONLY_TRAIN`).
     """
     cfg.validate()
     if cfg.distill and teacher is None:
         raise ConfigError("the recipe distills (distill > 0) but no teacher was given. Fix: pass train(..., "
                           "teacher=model), e.g. the ReLU twin, or set distill=0")
-    if cfg.warm_start and init is None:
-        raise ConfigError("the recipe starts warm (warm_start=True) but no model to start from was given. Fix: "
-                          "pass train(..., init=model), e.g. the trained ReLU twin, or set warm_start=False")
+    starts_warm = cfg.warm_start and spec.activation == "qcfs"
+    if starts_warm and init is None:
+        raise ConfigError("the recipe starts a QCFS ANN warm (warm_start=True, as the fast recipe does) but no model "
+                          "to start from was given. Fix: pass train(..., init=model), the trained ReLU twin (on the "
+                          "command line: --warm-from its checkpoint), or set warm_start=False (--cold)")
+    init_digest = weights_digest(init) if starts_warm else None
     device = distributed.init(device)  # under torchrun: join the other ranks, on this rank's GPU
     path = Path(checkpoint)
     torch.manual_seed(cfg.seed)
@@ -475,6 +497,10 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
             raise CheckpointError(f"checkpoint {path} was trained with another model or recipe "
                                   f"({_diff(stored, expected)}). "
                                   "Fix: use another checkpoint path, or delete this one to retrain")
+        if starts_warm and ckpt.get("init") != init_digest:
+            raise CheckpointError(f"checkpoint {path} was started from another model than the init given (digest "
+                                  f"{str(ckpt.get('init'))[:12]} vs {init_digest[:12]}): the ReLU twin was retrained or "
+                                  "changed. Fix: pass the init it began from, or delete this checkpoint to retrain")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
@@ -486,7 +512,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         model.to(memory_format=torch.channels_last)
     if cfg.distill:
         teacher = teacher.to(device).eval()
-    if start == 0 and cfg.warm_start:
+    if start == 0 and starts_warm:
         warm_start(model, init)
     if start == 0 and cfg.lambda_quantile is not None and spec.activation == "qcfs":
         # drawn from its own generator, so the shuffling of the epochs is the same with or without it
@@ -549,7 +575,7 @@ def train(spec: ModelSpec, data: Dataset, cfg: TrainConfig, checkpoint: str | os
         if distributed.is_main():  # one writer: the ranks hold the same weights
             extra = {"ema": {k: v.detach().cpu() for k, v in ema.state.items()}, "ema_updates": ema.updates} if ema else {}
             atomic_save({"format": CHECKPOINT_FORMAT, **recipe, "image_shape": list(data.train.x.shape[1:]),
-                         "epoch": epoch + 1,
+                         "epoch": epoch + 1, **({"init": init_digest} if starts_warm else {}),
                          "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                          "optimizer": opt.state_dict(),
                          "generator": gen.get_state(), "history": history, **extra}, path)

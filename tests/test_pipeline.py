@@ -288,3 +288,69 @@ def test_rows_from_another_training_are_measured_again_and_the_rest_skipped(tmp_
     assert after["4"]["accuracy"] == "2.0"  # same training: skipped, and said so
     assert any("measured 1 points again" in m and "12.5% there" in m for m in logs), logs
     assert any("skipped 1 points" in m for m in logs), logs
+
+
+def test_a_warm_recipe_trains_the_relu_twin_first_and_starts_qcfs_from_it(tmp_path):
+    """`reproduce --activation qcfs` under a recipe that starts warm (the fast one does): the ReLU twin is trained
+    (or loaded) first, inside the QCFS ANN's training stage, and the QCFS checkpoint records which twin it began
+    from; a rerun after the twin changed refuses to mix the two."""
+    from dataclasses import replace
+
+    import torch
+
+    from icsnn_core.errors import CheckpointError
+    from icsnn_core.methods import Method
+    from icsnn_core.profiles import get_profile
+    from icsnn_core.train import load_checkpoint, load_model, weights_digest
+
+    ci = get_profile("ci")
+    warm = replace(ci, train=replace(ci.train, epochs=2, warm_start=True), T_grid=(2,),
+                   methods={"relu": (), "qcfs": (Method.make("qcfs"),)})
+    pipeline.reproduce(warm, tmp_path, activations=["qcfs"], progress=False, log=lambda s: None)
+    ckpts = tmp_path / "checkpoints"
+    relu, qcfs = ckpts / "digits-digits-cnn-w1-nobn-relu-e2-s0.pt", ckpts / "digits-digits-cnn-w1-nobn-qcfs4-e2-s0.pt"
+    twin, _ = load_model(relu)
+    assert load_checkpoint(qcfs)["init"] == weights_digest(twin)
+    assert [(r["ann"], r["variant"], r["T"]) for r in read_rows(tmp_path / "results.csv")] == [("qcfs", "qcfs", "2")]
+    stages = [r["stage"] for r in read_rows(tmp_path / "stage_times-qcfs.csv")]  # a process of its own
+    assert stages == ["load data", "train digits-cnn relu", "train digits-cnn qcfs", "methods digits-cnn qcfs", "total"]
+    relu.unlink()  # the twin retrained (here: the same seed, so the same weights) is accepted ...
+    pipeline.reproduce(warm, tmp_path, activations=["qcfs"], progress=False, log=lambda s: None)
+    twin = load_checkpoint(relu)
+    twin["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in twin["model"].items()}
+    torch.save(twin, relu)  # ... one with other weights is not
+    with pytest.raises(CheckpointError, match="started from another model"):
+        pipeline.reproduce(warm, tmp_path, activations=["qcfs"], progress=False, log=lambda s: None)
+
+
+def test_a_second_process_training_the_same_checkpoint_waits_for_the_first(tmp_path):
+    """`exclusive` (the pipeline holds it around each training): the second comer enters only once the first
+    has left, whatever the timing; another file's lock does not wait."""
+    import threading
+    import time
+
+    from icsnn_core.files import exclusive
+
+    order, inside = [], threading.Event()
+
+    def first():
+        with exclusive(tmp_path / "twin.pt"):
+            inside.set()
+            time.sleep(0.3)
+            order.append("first done")
+
+    t = threading.Thread(target=first)
+    t.start()
+    inside.wait()
+    with exclusive(tmp_path / "other.pt"):
+        order.append("other file")
+    with exclusive(tmp_path / "twin.pt"):
+        order.append("second in")
+    t.join()
+    assert order == ["other file", "first done", "second in"]
+
+
+def test_each_process_of_a_split_run_names_its_own_stage_times():
+    assert pipeline.stage_times_name(None, None) == "stage_times.csv"
+    assert pipeline.stage_times_name(["vgg16"], ["qcfs"]) == "stage_times-vgg16-qcfs.csv"
+    assert pipeline.stage_times_name(None, ["relu"]) == "stage_times-relu.csv"

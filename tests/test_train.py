@@ -3,6 +3,7 @@
 Runs a quarter-width digits-cnn on scikit-learn's digits for 2-3 epochs (well under a second an epoch on CPU)."""
 from __future__ import annotations
 
+import copy
 import csv
 import pickle
 from dataclasses import replace
@@ -488,10 +489,12 @@ def test_cli_trains_with_a_named_recipe_and_overrides(tmp_path):
     path = tmp_path / "q.pt"
     assert main(["train", "--dataset", "digits", "--arch", "digits-cnn", "--width", "0.25", "--activation", "qcfs",
                  "--recipe", "fast", "--epochs", "2", "--lambda-quantile", "0", "--batch-size", "256",
-                 "--quant-warmup", "0.5", "--quant-warmup-mode", "clip", "--checkpoint", str(path), "--quiet"]) == 0
+                 "--quant-warmup", "0.5", "--quant-warmup-mode", "clip", "--cold", "--checkpoint", str(path),
+                 "--quiet"]) == 0
     t = load_checkpoint(path)["train"]
     assert (t["recipe"], t["schedule"], t["epochs"], t["batch_size"], t["lambda_quantile"], t["ema"],
-            t["quant_warmup"], t["quant_warmup_mode"]) == ("fast", "onecycle", 2, 256, None, 0.0, 0.5, "clip")
+            t["quant_warmup"], t["quant_warmup_mode"], t["warm_start"]) == ("fast", "onecycle", 2, 256, None, 0.0,
+                                                                            0.5, "clip", False)
     assert path.with_name("q.pt.log.csv").read_text().count("\n") == 3  # header and two epochs
     # evaluated, its rows say which recipe trained it (and are not confused with a paper-recipe twin's)
     out = tmp_path / "eval"
@@ -499,6 +502,27 @@ def test_cli_trains_with_a_named_recipe_and_overrides(tmp_path):
                  "--out", str(out), "--quiet"]) == 0
     from icsnn_core.results import read_rows
     assert [(r["epochs"], r["recipe"]) for r in read_rows(out / "results.csv")] == [("2", "fast")]
+
+
+def test_cli_starts_a_fast_qcfs_ann_from_its_relu_twin(tmp_path, capsys):
+    from icsnn_core.cli import main
+    from icsnn_core.train import weights_digest
+
+    common = ["train", "--dataset", "digits", "--arch", "digits-cnn", "--width", "0.25", "--recipe", "fast",
+              "--epochs", "1", "--quiet"]
+    relu, qcfs = tmp_path / "relu.pt", tmp_path / "qcfs.pt"
+    assert main(common + ["--checkpoint", str(relu)]) == 0
+    assert main(common + ["--activation", "qcfs", "--checkpoint", str(qcfs)]) == 2  # no twin given: told how
+    err = capsys.readouterr().err
+    assert "--warm-from" in err and "--cold" in err and "Traceback" not in err and not qcfs.exists()
+    assert main(common + ["--checkpoint", str(tmp_path / "r2.pt"), "--warm-from", str(relu)]) == 2  # a ReLU run
+    assert "--warm-from starts a QCFS ANN" in capsys.readouterr().err
+    assert main(common + ["--activation", "qcfs", "--width", "0.5", "--checkpoint", str(qcfs),
+                          "--warm-from", str(relu)]) == 2  # another network
+    assert "width" in capsys.readouterr().err and not qcfs.exists()
+    assert main(common + ["--activation", "qcfs", "--checkpoint", str(qcfs), "--warm-from", str(relu)]) == 0
+    twin, _ = load_model(relu)
+    assert load_checkpoint(qcfs)["init"] == weights_digest(twin)
 
 
 # --- QCFS's floor switched on after a warm-up (TrainConfig.quant_warmup) ----------------------------
@@ -704,3 +728,38 @@ def test_a_warm_run_starts_from_its_init_leaves_it_unchanged_and_resumes_exactly
     warm = _train(qspec, digits, cfg(warm_start=True), tmp_path / "warm.pt", init=relu)
     _train(qspec, digits, cfg(warm_start=True), tmp_path / "again.pt", init=relu, stop_after=1)
     _assert_same_weights(warm, _train(qspec, digits, cfg(warm_start=True), tmp_path / "again.pt", init=relu))
+
+
+def test_the_fast_recipe_starts_qcfs_warm_and_a_relu_ann_ignores_it(straight, spec, digits, tmp_path):
+    from icsnn_core.train import RECIPES, weights_digest
+    assert RECIPES["fast"].warm_start and not RECIPES["paper"].warm_start
+    relu, path = straight
+    # a ReLU ANN needs no init: the same weights as cold, and its finished checkpoint loads under either
+    _assert_same_weights(relu, _train(spec, digits, cfg(warm_start=True), tmp_path / "relu.pt"))
+    _assert_same_weights(relu, _train(spec, digits, cfg(warm_start=True), path))
+    assert "init" not in load_checkpoint(tmp_path / "relu.pt")
+    qspec = replace(spec, activation="qcfs")
+    _train(qspec, digits, cfg(warm_start=True, epochs=2), tmp_path / "warm.pt", init=relu, stop_after=1)
+    assert load_checkpoint(tmp_path / "warm.pt")["init"] == weights_digest(relu)
+
+
+def test_weights_digest_tells_every_weight_apart(straight):
+    from icsnn_core.train import weights_digest
+    relu, _ = straight
+    other = copy.deepcopy(relu)
+    assert weights_digest(other) == weights_digest(relu)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-7  # one float's last bits
+    assert weights_digest(other) != weights_digest(relu)
+
+
+def test_a_warm_checkpoint_is_refused_with_another_init_and_left_as_it_was(straight, spec, digits, tmp_path):
+    relu, _ = straight
+    qspec = replace(spec, activation="qcfs")
+    path = tmp_path / "warm.pt"
+    _train(qspec, digits, cfg(warm_start=True), path, init=relu, stop_after=1)
+    before = path.read_bytes()
+    other = _train(spec, digits, cfg(seed=1), tmp_path / "other-relu.pt")  # another ReLU twin: another seed
+    with pytest.raises(CheckpointError, match="started from another model"):
+        _train(qspec, digits, cfg(warm_start=True), path, init=other)
+    assert path.read_bytes() == before

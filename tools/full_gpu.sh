@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The `full` profile for one architecture on one CUDA GPU: its ReLU and its QCFS ANN are trained and evaluated
-# side by side, two processes writing into one results folder (rows are merged under a lock). Each process is
-# resumable: run the script again and it reuses the checkpoints and skips the points already measured.
+# side by side, two processes writing into one results folder (rows are merged under a lock). The fast recipe
+# starts the QCFS ANN from its trained ReLU twin, so the QCFS process waits for the ReLU one's training (a lock
+# on the checkpoint), then trains while the ReLU methods run. Each process is resumable: run the script again
+# and it reuses the checkpoints and skips the points already measured.
 #
 #   tools/full_gpu.sh ARCH DATA_ROOT [OUT]      ARCH: vgg16 or resnet20; OUT defaults to results/full
 #   ICSNN_TIME_LIMIT=540 tools/full_gpu.sh ...   stop each process after that many seconds (what it measured stays)
