@@ -7,7 +7,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, IO, Iterator
+from typing import Any, Callable, ContextManager, IO, Iterator
 
 import torch
 
@@ -47,14 +47,19 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def exclusive(path: str | os.PathLike) -> Iterator[None]:
-    """Run the block holding an exclusive lock on ``<path>.lock`` (left in place, empty), so processes that would
-    write ``path`` take turns: the second one to come waits, then finds the first one's file finished."""
-    lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Run the block holding an exclusive ``flock`` on ``path``: a folder, or a file (created empty if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
         yield
     finally:
         os.close(fd)
+
+
+def exclusive(path: str | os.PathLike) -> ContextManager[None]:
+    """Hold a lock on ``<path>.lock`` (left in place, empty), so processes that would write ``path`` take turns:
+    the second one to come waits, then finds the first one's file finished."""
+    return locked(f"{path}.lock")

@@ -9,7 +9,6 @@ there is t plus any pre-simulation steps).
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import os
 import platform
@@ -23,7 +22,7 @@ from typing import Iterable
 import torch
 
 from .errors import ConfigError
-from .files import atomic_write_text
+from .files import atomic_write_text, locked
 
 RESULT_COLUMNS = (
     "profile", "dataset", "data_source", "arch", "width", "bn", "ann", "levels", "epochs", "recipe", "method", "variant",
@@ -161,12 +160,8 @@ def merge_rows(path: str | os.PathLike, new: list[dict[str, object]], columns: t
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)  # released when the descriptor closes
+    with locked(path.parent):
         replaced = {k(r) for r in new}
         # read once, refusing a file whose columns the write would drop
         kept = [r for r in check_table(path, columns) if k(r) not in replaced]
         write_rows(path, [*kept, *new], columns)
-    finally:
-        os.close(folder)
