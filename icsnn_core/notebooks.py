@@ -85,13 +85,18 @@ def _finish(path: Path, profile: str) -> None:
 
 def publish_data(results_dir: Path, book: str | os.PathLike, profile: str) -> Path:
     """Copy the profile's result files into the book (``extra/data/<profile>/``, served as ``data/<profile>/``)
-    so that the pages that show them link to them; the GPU profile's headline figure goes to ``images/``."""
+    so that the pages that show them link to them; the GPU profile's headline figure goes to ``images/``.
+    The folder mirrors the results: a file published before that the results no longer hold (a stage-time file
+    since renamed, say) is removed, so the site never offers a download that no page's numbers came from."""
     from .report import result_files
 
     target = Path(book) / "extra" / "data" / profile
     target.mkdir(parents=True, exist_ok=True)
-    for f in result_files(results_dir):
+    files = result_files(results_dir)
+    for f in files:
         shutil.copyfile(f, target / f.name)
+    for stale in set(target.glob("*.csv")) - {target / f.name for f in files}:
+        stale.unlink()
     if profile == HEADLINE_PROFILE:
         from .plots import write_headline
 

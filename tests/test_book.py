@@ -209,6 +209,20 @@ def test_a_gpu_page_that_shows_cpu_files_links_them_from_its_own_folder(tmp_path
     assert "(../../data/cpu/results.csv)" in downloads("cpu", tmp_path, page_profile="full")  # pages/full/energy
 
 
+def test_published_data_mirrors_the_results_folder(tmp_path):
+    results, book = tmp_path / "results", tmp_path / "book"
+    results.mkdir()
+    for name in ("results.csv", "stage_times-vgg16-relu.csv", "curves.csv"):
+        (results / name).write_text(f"{name}\n")
+    target = book / "extra" / "data" / "cpu"
+    target.mkdir(parents=True)
+    (target / "stage_times.csv").write_text("an older run's single file\n")
+    (target / "results.csv").write_text("older numbers\n")
+    assert nbrun.publish_data(results, book, "cpu") == target
+    assert sorted(p.name for p in target.iterdir()) == ["results.csv", "stage_times-vgg16-relu.csv"]
+    assert (target / "results.csv").read_text() == "results.csv\n"  # replaced by the current file
+
+
 def test_the_gpu_profile_has_pages_of_its_own(tmp_path):
     book = tmp_path / "book"
     assert nbrun.page_for(book, "tables", "cpu") == book / "pages" / "tables.ipynb"

@@ -607,16 +607,37 @@ def test_a_relu_checkpoint_is_reused_under_another_qcfs_only_option_and_a_qcfs_o
         _train(s, digits, cfg(quant_warmup=0.5), tmp_path / "qcfs.pt")
 
 
+def _benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they are run by hand, not installed)."""
+    import importlib.util
+
+    found = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(found)
+    found.loader.exec_module(mod)
+    return mod
+
+
+def test_every_recipe_study_variant_is_a_valid_recipe_and_names_trained_relu_twins():
+    """Each variant's recipe validates; a variant that starts warm or distills names the ReLU variant whose ANN it
+    starts from or learns from; the fast recipe's variants are cold unless they say warm."""
+    study = _benchmark("recipe_study")
+    for variant in study.VARIANTS:
+        activation, cfg = study.config(variant, 10, 0)
+        assert cfg.epochs == 10 and cfg.recipe == f"study-{variant}"
+        assert (variant in study.INITS) == cfg.warm_start, variant
+        assert (variant in study.TEACHERS) == (cfg.distill > 0), variant
+    for variant, twin in {**study.INITS, **study.TEACHERS}.items():
+        assert study.VARIANTS[variant][0] == "qcfs" and study.VARIANTS[twin][0] == "relu"
+    assert study.config("qcfs-fast-warm-lr0.02", 10, 0)[1].lr == 0.02
+    assert study.config("qcfs-fast-warm-kd0.9", 10, 0)[1].distill == 0.9
+
+
 def test_the_qcfs_levels_diagnosis_scores_the_profiles_ann_and_its_twin(ci_run):
     """benchmarks/qcfs_levels.py reads a QCFS ANN as the profile measured it (its published row is the run's ANN
     accuracy to the digit), and its ReLU twin as the run measured that."""
-    import importlib.util
-
     from icsnn_core.data import load_dataset
 
-    found = importlib.util.spec_from_file_location("qcfs_levels", Path(__file__).parents[1] / "benchmarks" / "qcfs_levels.py")
-    mod = importlib.util.module_from_spec(found)
-    found.loader.exec_module(mod)
+    mod = _benchmark("qcfs_levels")
     ckpt = next((ci_run / "checkpoints").glob("*qcfs4*.pt"))
     with pytest.raises(ConfigError, match="does not name a QCFS checkpoint"):
         mod.relu_twin(mod.relu_twin(ckpt))
@@ -636,12 +657,9 @@ def test_the_qcfs_levels_diagnosis_scores_the_profiles_ann_and_its_twin(ci_run):
 def test_the_paired_gap_and_its_standard_error_in_closed_form():
     """Four images: the twin gets 1, 2, 3 right, the other 3, 4: differences 1, 1, 0, -1, mean 1/4, variance
     11/16, standard error sqrt(11/16 / 4) = sqrt(11) / 8, in points x 100."""
-    import importlib.util
     import math
 
-    found = importlib.util.spec_from_file_location("qcfs_levels", Path(__file__).parents[1] / "benchmarks" / "qcfs_levels.py")
-    mod = importlib.util.module_from_spec(found)
-    found.loader.exec_module(mod)
+    mod = _benchmark("qcfs_levels")
     twin, other = torch.tensor([1, 1, 1, 0], dtype=torch.bool), torch.tensor([0, 0, 1, 1], dtype=torch.bool)
     gap, se = mod.paired_gap(twin, other)
     assert gap == pytest.approx(25.0) and se == pytest.approx(100 * math.sqrt(11) / 8)
