@@ -90,11 +90,13 @@ VARIANTS: dict[str, tuple[str, object]] = {
     # the lower peak did worse (77.60% against 78.08%, twin 79.20%): more epochs with the four levels instead, the
     # twin's weights needing less of the finer levels' warm-up (32, 16, 8, then seven epochs of 4 at 10 epochs)
     "qcfs-fast-warm-halving0.3": ("qcfs", ("fast", {"warm_start": True, "quant_warmup": 0.3})),
+    # and no warm-up at all: the twin's weights trained with four levels from the first step
+    "qcfs-fast-warm-four": ("qcfs", ("fast", {"warm_start": True, "quant_warmup": 0.0})),
 }
 LEVELS = {"qcfs-+ema-L8": 8}
 TEACHERS = {"qcfs-fast-kd0.9": "+nesterov-smooth", "qcfs-fast-warm-kd0.9": "+nesterov-smooth"}
 INITS = {v: "+nesterov-smooth" for v in ("qcfs-fast-warm", "qcfs-fast-warm-kd0.9", "qcfs-fast-warm-lr0.02",
-                                         "qcfs-fast-warm-halving0.3")}  # the variant whose trained ANN starts the run
+                                         "qcfs-fast-warm-halving0.3", "qcfs-fast-warm-four")}  # the variant whose trained ANN starts the run
 
 
 def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:
