@@ -181,7 +181,8 @@ RECIPES: dict[str, TrainConfig] = {
     # 80.48% held out at 10 epochs, against 75.70% trained with four levels from the start and 82.38% for ReLU),
     # and the run started from the trained ReLU twin (qcfs-fast-warm at w0.125: 77.16% / 77.08% held out, seeds
     # 0 / 1, its ReLU twin 76.96% / 77.28%, trained cold 2.42 / 3.20 points below it; at w0.25 82.44% against
-    # 81.92%, cold 1.90 below; ResNet20 w0.5 78.36% against 79.74%, cold 3.98 below)
+    # 81.92%, cold 1.90 below; ResNet20 w0.5 78.36% against 79.74%, cold 3.98 below, and 78.08% against 79.20%
+    # on a later machine, where a lower peak lr, distillation, a shorter or no warm-up on top of it did no better)
     "fast": TrainConfig(recipe="fast", schedule="onecycle", warmup=0.15, nesterov=True, label_smoothing=0.1,
                         lambda_quantile=0.99, quant_warmup=0.6, quant_warmup_mode="halving", warm_start=True),
 }
