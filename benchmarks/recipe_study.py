@@ -96,8 +96,9 @@ VARIANTS: dict[str, tuple[str, object]] = {
 }
 LEVELS = {"qcfs-+ema-L8": 8}
 TEACHERS = {"qcfs-fast-kd0.9": "+nesterov-smooth", "qcfs-fast-warm-kd0.9": "+nesterov-smooth"}
+# the variant whose trained ANN starts the run
 INITS = {v: "+nesterov-smooth" for v in ("qcfs-fast-warm", "qcfs-fast-warm-kd0.9", "qcfs-fast-warm-lr0.02",
-                                         "qcfs-fast-warm-halving0.3", "qcfs-fast-warm-four")}  # the variant whose trained ANN starts the run
+                                         "qcfs-fast-warm-halving0.3", "qcfs-fast-warm-four")}
 
 
 def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:

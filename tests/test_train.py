@@ -630,6 +630,8 @@ def test_every_recipe_study_variant_is_a_valid_recipe_and_names_trained_relu_twi
         assert study.VARIANTS[variant][0] == "qcfs" and study.VARIANTS[twin][0] == "relu"
     assert study.config("qcfs-fast-warm-lr0.02", 10, 0)[1].lr == 0.02
     assert study.config("qcfs-fast-warm-kd0.9", 10, 0)[1].distill == 0.9
+    assert study.config("qcfs-fast-warm-halving0.3", 10, 0)[1].quant_warmup == 0.3
+    assert study.config("qcfs-fast-warm-four", 10, 0)[1].quant_warmup == 0.0
 
 
 def test_the_qcfs_levels_diagnosis_scores_the_profiles_ann_and_its_twin(ci_run):
