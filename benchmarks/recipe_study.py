@@ -95,10 +95,12 @@ VARIANTS: dict[str, tuple[str, object]] = {
     # neither paid (77.58% and 77.92% against the warm start's 78.08%): the recipe stays qcfs-fast-warm
 }
 LEVELS = {"qcfs-+ema-L8": 8}
-TEACHERS = {"qcfs-fast-kd0.9": "+nesterov-smooth", "qcfs-fast-warm-kd0.9": "+nesterov-smooth"}
-# the variant whose trained ANN starts the run
-INITS = {v: "+nesterov-smooth" for v in ("qcfs-fast-warm", "qcfs-fast-warm-kd0.9", "qcfs-fast-warm-lr0.02",
-                                         "qcfs-fast-warm-halving0.3", "qcfs-fast-warm-four")}
+# the ReLU variant whose trained ANN a warm variant starts from (INITS) or a distilled one learns from (TEACHERS):
+# the twin, read off each variant's own changes so that a new variant needs no second list
+_TWIN = "+nesterov-smooth"
+_CHANGES = {v: change[1] if isinstance(change, tuple) else change for v, (_, change) in VARIANTS.items()}
+INITS = {v: _TWIN for v, change in _CHANGES.items() if change.get("warm_start")}
+TEACHERS = {v: _TWIN for v, change in _CHANGES.items() if change.get("distill")}
 
 
 def config(variant: str, epochs: int, seed: int) -> tuple[str, TrainConfig]:
