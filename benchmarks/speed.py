@@ -4,6 +4,8 @@
    benchmark's batch size and against the ANN's floor (its fastest time per image over several batch sizes); the
    speed-up of running the layers before the first neurons once per window (``simulate(stem_once=True)``, the
    default) and of the IF update fused over each window by torch.compile (``simulate(fused=True)``), same outputs;
+   on a CPU, the simulation with glibc's default malloc against freed memory kept for reuse
+   (``icsnn_core.simulate.reuse_freed_memory``, which this script and the ``icsnn`` command call on start);
 2. the same converted network with SpikingJelly's multi-step IF neurons: spike counts compared, then speed;
 3. calibration cost (IC-SNN's Algorithm 3, COS's pre-simulation) against one ANN training epoch, and IC-SNN
    accuracy against the number of calibration images (needs a trained checkpoint and its dataset);
@@ -33,7 +35,7 @@ from icsnn_core.methods import Method  # noqa: E402
 from icsnn_core.models import build_model  # noqa: E402
 from icsnn_core.neuron import neurons, reset, set_mode  # noqa: E402
 from icsnn_core.results import provenance, read_rows, write_rows  # noqa: E402
-from icsnn_core.simulate import accuracy_curve, default_max_fold, simulate  # noqa: E402
+from icsnn_core.simulate import accuracy_curve, default_max_fold, reuse_freed_memory, simulate  # noqa: E402
 from icsnn_core.train import TrainConfig, load_model  # noqa: E402
 
 
@@ -169,6 +171,65 @@ def stem_once(archs, Ts, batch, device, repeats):
                         "time with the first layers at every step / once per window (same outputs)")
 
 
+FREED_MEMORY_CHILD = """
+import hashlib, json, statistics, sys, time, torch
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {bench!r})
+from icsnn_core.neuron import reset
+from icsnn_core.simulate import reuse_freed_memory, simulate
+from speed import random_snn
+if {on!r}:
+    reuse_freed_memory()
+rows = []
+for arch, width in {archs!r}:
+    model = random_snn(arch, width, {device!r})
+    x = torch.rand({batch}, 3, 32, 32, device={device!r})
+    with torch.inference_mode():
+        for T in {Ts!r}:
+            for fold in dict.fromkeys(({batch}, {default_fold}, {batch} * T)):
+                def run():
+                    reset(model)
+                    return simulate(model, x, T, max_fold=fold)
+                digest = hashlib.sha256(run().cpu().numpy().tobytes()).hexdigest()
+                times = []
+                for _ in range({repeats}):
+                    t0 = time.perf_counter()
+                    run()
+                    times.append(time.perf_counter() - t0)
+                rows.append(dict(arch=arch, width=width, T=T, max_fold=fold, ms=statistics.median(times) * 1e3,
+                                 digest=digest))
+print(json.dumps(rows))
+"""
+
+
+def freed_memory(archs, Ts, batch, device, repeats, rounds=3):
+    """The simulation with glibc's default malloc against :func:`reuse_freed_memory`, at each T and fold. The policy
+    is set for a whole process, so each is timed in fresh processes, alternated ``rounds`` times (the same machine
+    load for both), after checking that their outputs are the same bytes; ``value`` is default time over reused."""
+    runs = {False: [], True: []}
+    for _ in range(rounds):
+        for on in (False, True):
+            code = FREED_MEMORY_CHILD.format(root=str(ROOT), bench=str(ROOT / "benchmarks"), on=on, archs=archs,
+                                             device=device, batch=batch, Ts=tuple(Ts), repeats=max(1, repeats // 2),
+                                             default_fold=default_max_fold(device))
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            runs[on].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = []
+    for k, first in enumerate(runs[False][0]):
+        digests = {r[k]["digest"] for on in runs for r in runs[on]}
+        if len(digests) != 1:
+            raise SystemExit(f"reusing freed memory changed the output of {first['arch']} at T={first['T']}")
+        off = statistics.median(r[k]["ms"] for r in runs[False])
+        on = statistics.median(r[k]["ms"] for r in runs[True])
+        rows.append(dict(benchmark="freed-memory", arch=first["arch"], width=first["width"], T=first["T"],
+                         batch=batch, max_fold=first["max_fold"], snn_ms=round(off, 3), reused_ms=round(on, 3),
+                         value=round(off / on, 3), unit="time with glibc's default malloc / with freed memory reused "
+                                                         "(same outputs)"))
+        print(f"freed-memory {first['arch']} w{first['width']} T={first['T']} max_fold={first['max_fold']}: default "
+              f"{off:.1f} ms, reused {on:.1f} ms, speed-up {off/on:.2f}x", flush=True)
+    return rows
+
+
 class SJNeuron(nn.Module):
     """SpikingJelly's multi-step IF node in place of an IFNeuron (same threshold; output spikes x V_th)."""
 
@@ -285,7 +346,8 @@ MEMORY_CHILD = """
 import json, os, sys, threading, time, torch
 sys.path.insert(0, {root!r})
 from icsnn_core.data import Split
-from icsnn_core.simulate import accuracy_curve
+from icsnn_core.simulate import accuracy_curve, reuse_freed_memory
+reuse_freed_memory()  # as the icsnn command and the parent do
 sys.path.insert(0, {bench!r})
 from speed import random_snn
 device, n, max_fold, width = {device!r}, {n}, {max_fold}, {width}
@@ -332,10 +394,11 @@ def main(argv=None):
     p.add_argument("--checkpoint", help="trained checkpoint for the calibration benchmark (skipped without it)")
     p.add_argument("--data-root", help="its dataset (e.g. the CIFAR-10 archive)")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["efficiency", "stem", "fused", "spikingjelly", "calibration", "memory"])
+                   choices=["efficiency", "stem", "fused", "freed-memory", "spikingjelly", "calibration", "memory"])
     p.add_argument("--calib-test", type=int, default=2000, help="test images for the calibration-size study")
     p.add_argument("--calib-residuals", nargs="+", default=["raw", "clip"], help="IC-SNN residual readings to study")
     args = p.parse_args(argv)
+    reused = reuse_freed_memory()  # as the icsnn command does; the freed-memory rows time it against the default
     cuda = args.device.startswith("cuda")
     archs = [("vgg16", 1.0), ("resnet20", 1.0)] if cuda else [("vgg16", 0.25), ("resnet20", 0.5)]
     batch = 256 if cuda else 32
@@ -347,6 +410,8 @@ def main(argv=None):
         rows += stem_once(archs, (8, 32, 128), batch, args.device, args.repeats)
     if "fused" not in args.skip:
         rows += fused_if(archs, (8, 32, 128), batch, args.device, args.repeats)
+    if "freed-memory" not in args.skip and not cuda:
+        rows += freed_memory(archs, (8, 32, 128), batch, args.device, args.repeats)
     if "spikingjelly" not in args.skip:
         rows += spikingjelly(archs, 32, batch, args.device, args.repeats)
     if "calibration" not in args.skip and args.checkpoint:
@@ -358,7 +423,8 @@ def main(argv=None):
         rows += memory(args.device, width, [(256, fold), (1024, fold), (1024, 8 * fold)])
     prov = provenance(args.device)
     rows = [{**r, "device": prov["device"], "git_commit": prov["git_commit"], "torch_version": prov["torch_version"],
-             "timestamp": prov["timestamp"]} for r in rows]
+             "timestamp": prov["timestamp"],
+             **({} if r["benchmark"] == "freed-memory" else {"freed_memory_reused": reused})} for r in rows]
     out = args.out or ROOT / "benchmarks" / "results" / f"speed-{'cuda' if cuda else 'cpu'}.csv"
     # a benchmark run now replaces its own earlier rows; the others' (say calibration, which needs a checkpoint) stay
     ran = {r["benchmark"] for r in rows}

@@ -20,7 +20,7 @@ from .models import ARCHS, load_user_model
 from .neuron import ACTIVATIONS, DEFAULT_INIT_LAMBDA, neurons
 from .pipeline import Conversion, evaluate_methods, reproduce, resolve_device, summary
 from .profiles import PROFILES, get_profile
-from .simulate import CODINGS
+from .simulate import CODINGS, reuse_freed_memory
 from .train import (QUANT_WARMUP_MODES, RECIPES, ModelSpec, TrainConfig, check_image_shape, load_model, load_weights,
                     recipe, train)
 
@@ -314,6 +314,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    reuse_freed_memory()  # folded simulations on the CPU: no page faults on every large tensor (same results)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

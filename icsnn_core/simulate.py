@@ -10,6 +10,8 @@ cache and run faster than one huge folded batch (measured in benchmarks/speed.py
 """
 from __future__ import annotations
 
+import ctypes
+import platform
 import warnings
 import weakref
 from contextlib import nullcontext
@@ -29,6 +31,32 @@ if TYPE_CHECKING:
 
 Coding = Literal["direct", "rate"]
 CODINGS = ("direct", "rate")
+
+
+# glibc's mallopt parameters (malloc.h) and its initial values for both (128 KiB)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _GLIBC_THRESHOLD = -1, -3, 128 * 1024
+REUSED_BLOCK_LIMIT = 2**30  # blocks up to 1 GiB are kept for reuse by reuse_freed_memory
+
+
+def reuse_freed_memory(enabled: bool = True) -> bool:
+    """Keep the memory of freed CPU tensors in the process for the next ones; True if applied (glibc's malloc on
+    Linux), False elsewhere (nothing changed).
+
+    PyTorch takes each CPU tensor from malloc, and glibc serves a block above its mmap threshold (which adapts, but
+    never past 32 MiB) with fresh pages from the kernel and returns them when it is freed, so every page of every
+    such tensor faults on first touch. A simulation with steps folded into the batch makes tensors of that size at
+    every layer of every pass (ResNet20 w0.5 at T = 32 folded whole: 33 MiB per layer), and the faults slow it down
+    (``benchmarks/speed.py``'s ``freed-memory`` rows time it). Raising both thresholds to 1 GiB keeps
+    freed blocks for reuse: the same results (only where memory comes from changes), a resident set that stays near
+    its peak. ``enabled=False`` restores glibc's initial thresholds. The ``icsnn`` command calls it on start.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    value = REUSED_BLOCK_LIMIT if enabled else _GLIBC_THRESHOLD
+    return bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
 
 
 def default_max_fold(device: torch.device | str) -> int:

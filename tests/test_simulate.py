@@ -1,3 +1,8 @@
+import platform
+import resource
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -9,7 +14,7 @@ from icsnn_core.errors import ConfigError
 from icsnn_core.measure import first_spike_times, layer_outputs, rate_coded_images
 from icsnn_core.models import build_model
 from icsnn_core.neuron import IFNeuron, neurons, set_mode
-from icsnn_core.simulate import accuracy_curve, encode, simulate, step_free_stem
+from icsnn_core.simulate import accuracy_curve, encode, reuse_freed_memory, simulate, step_free_stem
 
 
 def random_converted(arch="digits-cnn", shape=(1, 8, 8), n=64, quantile=1.0, dtype=torch.float32):
@@ -219,3 +224,32 @@ def test_rate_coding_still_draws_every_step():
     assert step_free_stem(model)
     a = simulate(model, data.x, 6, coding="rate", generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, _full(model, data.x, 6, coding="rate", generator=torch.Generator().manual_seed(1)))
+
+
+FAULTS_CHILD = """
+import resource, sys, torch
+from icsnn_core.simulate import reuse_freed_memory
+applied = reuse_freed_memory(sys.argv[1] == "on") if sys.argv[1] != "default" else None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB, every page touched, then freed
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_freed_memory_is_reused_instead_of_faulting_in_fresh_pages():
+    # 64 MiB is 16,384 pages of 4 KiB: glibc maps fresh pages for each of the 20 tensors (a fault per page) unless
+    # reuse_freed_memory keeps the freed block; then only the first two allocations fault
+    pages = 16 * 2**20 * 4 // resource.getpagesize()
+
+    def faults(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", FAULTS_CHILD, mode], capture_output=True, text=True, check=True)
+        applied, count = out.stdout.split()
+        return applied, int(count)
+
+    assert faults("on")[0] == "True"
+    assert faults("on")[1] < 3 * pages
+    assert faults("default")[1] > 15 * pages
+    assert faults("off")[1] > 15 * pages  # enabled=False puts glibc's behaviour for large blocks back
+
