@@ -14,7 +14,7 @@ from .errors import CalibrationWarning, CheckpointError, ConfigError, DataError,
 from .methods import METHODS, Method
 from .models import build_model
 from .neuron import IFNeuron, neurons, set_mode
-from .simulate import accuracy_curve, ann_accuracy, ann_correct, simulate
+from .simulate import accuracy_curve, ann_accuracy, ann_correct, reuse_freed_memory, simulate
 from .train import RECIPES, ModelSpec, TrainConfig, load_model, recipe, train
 
 __version__ = "0.1.0"
@@ -23,6 +23,6 @@ __all__ = [
     "CalibrationWarning", "CheckpointError", "ConfigError", "DataError", "Dataset", "IFNeuron", "IcsnnError",
     "METHODS", "Method", "ModelSpec", "RECIPES", "Split", "ThresholdWarning", "TrainConfig", "accuracy_curve",
     "ann_accuracy", "ann_correct", "as_split", "balance_thresholds", "build_model",
-    "coding_compensation", "convert", "data_based_init", "load_dataset", "load_model", "neurons", "recipe", "set_mode",
-    "simulate", "train", "weight_based_init", "__version__",
+    "coding_compensation", "convert", "data_based_init", "load_dataset", "load_model", "neurons", "recipe",
+    "reuse_freed_memory", "set_mode", "simulate", "train", "weight_based_init", "__version__",
 ]
