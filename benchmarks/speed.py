@@ -57,6 +57,11 @@ def timed(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
+def fold_choices(batch: int, T: int, device: str) -> list[int]:
+    """The folds the benchmarks compare: one step per pass, the default, and all T steps at once."""
+    return list(dict.fromkeys((batch, default_max_fold(device), batch * T)))
+
+
 def random_snn(arch: str, width: float, device: str, seed: int = 0) -> nn.Module:
     """A converted model with random weights and thresholds at each layer's max activation on random images."""
     torch.manual_seed(seed)
@@ -103,9 +108,7 @@ def efficiency(archs, Ts, batch, device, repeats, floor_batches=()):
             # ms per image; the batch's own timing counts too, so the floor is never above it (timings are noisy)
             floor = min([r["value"] for r in floor_rows] + [ann / batch * 1e3]) if floor_rows else None
             for T in Ts:
-                # one step per pass, the default, and all T steps at once
-                folds = dict.fromkeys((batch, default_max_fold(device), batch * T))
-                for fold in folds:
+                for fold in fold_choices(batch, T, device):
                     def run():
                         reset(model)
                         simulate(model, x, T, max_fold=fold)
@@ -172,31 +175,26 @@ def stem_once(archs, Ts, batch, device, repeats):
 
 
 FREED_MEMORY_CHILD = """
-import hashlib, json, statistics, sys, time, torch
+import hashlib, json, sys, torch
 sys.path.insert(0, {root!r})
 sys.path.insert(0, {bench!r})
 from icsnn_core.neuron import reset
 from icsnn_core.simulate import reuse_freed_memory, simulate
-from speed import random_snn
+from speed import fold_choices, random_snn, timed
 if {on!r}:
     reuse_freed_memory()
-rows = []
+device, batch, rows = {device!r}, {batch}, []
 for arch, width in {archs!r}:
-    model = random_snn(arch, width, {device!r})
-    x = torch.rand({batch}, 3, 32, 32, device={device!r})
+    model = random_snn(arch, width, device)
+    x = torch.rand(batch, 3, 32, 32, device=device)
     with torch.inference_mode():
         for T in {Ts!r}:
-            for fold in dict.fromkeys(({batch}, {default_fold}, {batch} * T)):
+            for fold in fold_choices(batch, T, device):
                 def run():
                     reset(model)
                     return simulate(model, x, T, max_fold=fold)
                 digest = hashlib.sha256(run().cpu().numpy().tobytes()).hexdigest()
-                times = []
-                for _ in range({repeats}):
-                    t0 = time.perf_counter()
-                    run()
-                    times.append(time.perf_counter() - t0)
-                rows.append(dict(arch=arch, width=width, T=T, max_fold=fold, ms=statistics.median(times) * 1e3,
+                rows.append(dict(arch=arch, width=width, T=T, max_fold=fold, ms=timed(run, device, {repeats}) * 1e3,
                                  digest=digest))
 print(json.dumps(rows))
 """
@@ -210,8 +208,7 @@ def freed_memory(archs, Ts, batch, device, repeats, rounds=3):
     for _ in range(rounds):
         for on in (False, True):
             code = FREED_MEMORY_CHILD.format(root=str(ROOT), bench=str(ROOT / "benchmarks"), on=on, archs=archs,
-                                             device=device, batch=batch, Ts=tuple(Ts), repeats=max(1, repeats // 2),
-                                             default_fold=default_max_fold(device))
+                                             device=device, batch=batch, Ts=tuple(Ts), repeats=max(1, repeats // 2))
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
             runs[on].append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows = []
