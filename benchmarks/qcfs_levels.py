@@ -12,7 +12,8 @@ paired standard error (from the images one model gets right and the other wrong)
         --checkpoints results/cpu/checkpoints/cifar10-vgg16-w0.25-bn-qcfs4-e15-fast-s0.pt
 
 ``--n-test 10000`` reads every test image (``--out benchmarks/results/qcfs-levels-cpu-all.csv``): a tighter
-standard error than the profile's 2,000.
+standard error than the profile's 2,000. Checkpoints named otherwise, as the recipe study's, take their twins by
+``--twins`` (one per checkpoint, in order).
 """
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def paired_gap(twin: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
     return 100 * float(d.mean()), 100 * math.sqrt(float(d.var(correction=0)) / len(d))
 
 
-def readings(path: Path, test, batch_size: int) -> list[dict[str, object]]:
-    """The rows of one QCFS checkpoint: its ReLU twin (if present), L levels, more levels, the floor off."""
+def readings(path: Path, test, batch_size: int, twin_path: Path | None = None) -> list[dict[str, object]]:
+    """The rows of one QCFS checkpoint: its ReLU twin (``twin_path``, or by default the profile's name for it,
+    if present), L levels, more levels, the floor off."""
     model, ckpt = load_model(path)
     model = convert(model)
     qcfs = [n for _, n in neurons(model) if n.activation == "qcfs"]
@@ -73,7 +75,7 @@ def readings(path: Path, test, batch_size: int) -> list[dict[str, object]]:
         return {**base, "reading": reading, "levels": levels, "accuracy": 100.0 * int(right.sum()) / len(right),
                 "gap_to_relu": gap, "gap_se": se}
 
-    twin_path = relu_twin(path)
+    twin_path = twin_path or relu_twin(path)
     if twin_path.exists():
         relu, _ = load_model(twin_path)
         twin = ann_correct(convert(relu), test, batch_size=batch_size)
@@ -93,21 +95,28 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoints", nargs="+", required=True, type=Path, help="QCFS checkpoints (their ReLU twins beside them)")
+    ap.add_argument("--twins", nargs="+", type=Path,
+                    help="their ReLU twins, one per checkpoint in the same order, where the names are not the "
+                         "profile's (e.g. the recipe study's checkpoints)")
     ap.add_argument("--data-root", required=True, help="the dataset the checkpoints were trained on")
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--n-test", type=int, default=2000, help="the first N test images, as the profile measures (default 2000)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "qcfs-levels-cpu.csv")
     args = ap.parse_args(argv)
-    missing = [str(p) for p in args.checkpoints if not p.exists()]
+    if args.twins and len(args.twins) != len(args.checkpoints):
+        raise SystemExit(f"{len(args.twins)} --twins for {len(args.checkpoints)} --checkpoints. Fix: pass one ReLU "
+                         "twin per QCFS checkpoint, in the same order")
+    twins = args.twins or [None] * len(args.checkpoints)
+    missing = [str(p) for p in [*args.checkpoints, *(args.twins or [])] if not p.exists()]
     if missing:
         raise SystemExit(f"no such checkpoint: {', '.join(missing)}. Fix: train them first (icsnn reproduce) or "
                          "correct the paths")
     test = load_dataset(args.dataset, args.data_root).test.subset(args.n_test)
     prov = provenance("cpu")  # once: it asks git for the commit
     rows = []
-    for path in args.checkpoints:
-        for r in readings(path, test, args.batch_size):
+    for path, twin in zip(args.checkpoints, twins):
+        for r in readings(path, test, args.batch_size, twin):
             rows.append({**r, **prov})
             print(f"{r['checkpoint']}: {r['reading']} {r['levels']} {r['accuracy']:.2f}%")
     write_rows(args.out, rows, COLUMNS)

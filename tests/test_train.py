@@ -654,6 +654,12 @@ def test_the_qcfs_levels_diagnosis_scores_the_profiles_ann_and_its_twin(ci_run):
     assert gaps[("relu twin", "")] == ("", "")
     gap, se = gaps[("published", 4)]
     assert gap == pytest.approx(ann["relu"] - ann["qcfs"], abs=1e-4) and se >= 0
+    # a twin named explicitly (--twins): here the QCFS ANN itself, so its published reading is 0 +- 0 below it
+    itself = {(r["reading"], r["levels"]): r for r in mod.readings(ckpt, test, 256, twin_path=ckpt)}
+    assert itself[("relu twin", "")]["accuracy"] == pytest.approx(ann["qcfs"], abs=1e-4)
+    assert (itself[("published", 4)]["gap_to_relu"], itself[("published", 4)]["gap_se"]) == (0.0, 0.0)
+    with pytest.raises(SystemExit, match="1 --twins for 2 --checkpoints"):
+        mod.main(["--checkpoints", str(ckpt), str(ckpt), "--twins", str(ckpt), "--data-root", "unused"])
 
 
 def test_the_paired_gap_and_its_standard_error_in_closed_form():
