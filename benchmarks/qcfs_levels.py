@@ -94,7 +94,7 @@ def readings(path: Path, test, batch_size: int, twin_path: Path | None = None) -
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoints", nargs="+", required=True, type=Path, help="QCFS checkpoints (their ReLU twins beside them)")
+    ap.add_argument("--checkpoints", nargs="+", required=True, type=Path, help="QCFS checkpoints (their ReLU twins beside them, or --twins)")
     ap.add_argument("--twins", nargs="+", type=Path,
                     help="their ReLU twins, one per checkpoint in the same order, where the names are not the "
                          "profile's (e.g. the recipe study's checkpoints)")
