@@ -104,9 +104,11 @@ def results_root() -> Path:
 
 
 def load_benchmarks(pattern: str) -> tuple[pd.DataFrame, list[Path]]:
-    """Every ``benchmarks/results`` CSV matching ``pattern`` (e.g. ``speed-*.csv``) as one frame, and the files."""
+    """Every ``benchmarks/results`` CSV matching ``pattern`` (e.g. ``speed-*.csv``) as one frame, each row's file
+    stem in its ``source`` column, and the files."""
     files = sorted((results_root().parent / "benchmarks" / "results").glob(pattern))
-    return (pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()), files
+    frames = [pd.read_csv(f).assign(source=f.stem) for f in files]
+    return (pd.concat(frames, ignore_index=True) if files else pd.DataFrame()), files
 
 
 def largest_profile(results_root: str | Path = "results", *, file: str = "results.csv",

@@ -174,6 +174,16 @@ def test_ambiguity_table_lists_only_the_options_a_method_reads(ci_run):
     assert set(ic.loc["digits-cnn", "residual"].index) == {"raw", "clip", "fired"}
 
 
+def test_load_benchmarks_names_each_rows_file():
+    """The benchmark files matching a pattern come back as one frame whose ``source`` is each row's file stem, so a
+    page can tell repeated runs of one benchmark apart (the Performance page's table of speed runs)."""
+    from icsnn_core.report import load_benchmarks
+
+    frame, files = load_benchmarks("speed-cpu-repeats/freed-run*.csv")
+    assert files and [f.stem for f in files] == sorted(f.stem for f in files)
+    assert frame["source"].value_counts().to_dict() == {f.stem: len(pd.read_csv(f)) for f in files}
+
+
 def test_publish_keeps_the_largest_profile(tmp_path):
     page = tmp_path / "book" / "pages" / "x.ipynb"
     assert nbrun.publish(_page(tmp_path, "x", "cpu"), page, "cpu")
