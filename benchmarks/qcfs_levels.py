@@ -5,8 +5,10 @@ Each QCFS checkpoint is scored on the profile's test images with its published a
 more levels (the same weights and lambdas), and with the floor off (lambda * clip(z / lambda, 0, 1), the
 activation its SNN approaches as T grows); its ReLU twin (the same name with ``relu`` for ``qcfs<L>``) beside
 it. Every model is batch-norm folded first, as the profiles measure it. One tidy row per (checkpoint,
-reading) goes to ``--out`` (rewritten whole), each with its deficit against the ReLU twin and that deficit's
-paired standard error (from the images one model gets right and the other wrong):
+reading) goes to ``--out``, each with its deficit against the ReLU twin and that deficit's paired standard
+error (from the images one model gets right and the other wrong). A rerun replaces the rows of the checkpoints it
+reads at that number of test images and keeps the others (checkpoints are not all committed, so a file's other
+rows may not be reproducible here):
 
     python benchmarks/qcfs_levels.py --data-root ../shared/data/cifar10-jpeg.tar.xz --n-test 2000 \\
         --checkpoints results/cpu/checkpoints/cifar10-vgg16-w0.25-bn-qcfs4-e15-fast-s0.pt
@@ -32,13 +34,14 @@ from icsnn_core.convert import convert  # noqa: E402
 from icsnn_core.data import load_dataset  # noqa: E402
 from icsnn_core.errors import ConfigError  # noqa: E402
 from icsnn_core.neuron import neurons  # noqa: E402
-from icsnn_core.results import provenance, write_rows  # noqa: E402
+from icsnn_core.results import merge_rows, provenance  # noqa: E402
 from icsnn_core.simulate import ann_correct  # noqa: E402
 from icsnn_core.train import load_model  # noqa: E402
 
 COLUMNS = ("checkpoint", "arch", "width", "trained_levels", "reading", "levels", "accuracy", "gap_to_relu", "gap_se",
            "n_test", "seed", "device", "git_commit", "torch_version", "timestamp")
 MORE_LEVELS = (8, 16, 64)
+KEY = ("checkpoint", "reading", "levels", "n_test")  # a rerun replaces its own rows, keeps the rest
 
 
 def relu_twin(path: Path) -> Path:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in readings(path, test, args.batch_size, twin):
             rows.append({**r, **prov})
             print(f"{r['checkpoint']}: {r['reading']} {r['levels']} {r['accuracy']:.2f}%")
-    write_rows(args.out, rows, COLUMNS)
+    merge_rows(args.out, rows, COLUMNS, KEY)
     print(f"wrote {args.out}")
 
 

@@ -662,6 +662,29 @@ def test_the_qcfs_levels_diagnosis_scores_the_profiles_ann_and_its_twin(ci_run):
         mod.main(["--checkpoints", str(ckpt), str(ckpt), "--twins", str(ckpt), "--data-root", "unused"])
 
 
+def test_the_qcfs_levels_diagnosis_replaces_its_own_rows_and_keeps_the_others(ci_run, tmp_path):
+    """A rerun of benchmarks/qcfs_levels.py replaces the rows of the checkpoint it reads and keeps another
+    checkpoint's (whose file may not be here to read again)."""
+    from icsnn_core.results import read_rows, write_rows
+
+    mod = _benchmark("qcfs_levels")
+    ckpt = next((ci_run / "checkpoints").glob("*qcfs4*.pt"))
+    out = tmp_path / "levels.csv"
+    other = {c: "" for c in mod.COLUMNS} | {"checkpoint": "elsewhere-qcfs4.pt", "reading": "published",
+                                              "levels": "4", "accuracy": "50.0", "n_test": "100"}
+    write_rows(out, [other], mod.COLUMNS)
+    argv = ["--checkpoints", str(ckpt), "--dataset", "digits", "--data-root", "unused", "--n-test", "100",
+            "--out", str(out)]
+    mod.main(argv)
+    first = read_rows(out)
+    mod.main(argv)
+    again = read_rows(out)
+    assert [r for r in again if r["checkpoint"] == "elsewhere-qcfs4.pt"] == [other]
+    ours = [(r["reading"], r["levels"], r["accuracy"]) for r in again if r["checkpoint"] == ckpt.name]
+    assert len(ours) == 6 == len(set(ours))  # twin, L = 4, three more levels, no floor: once each
+    assert ours == [(r["reading"], r["levels"], r["accuracy"]) for r in first if r["checkpoint"] == ckpt.name]
+
+
 def test_the_paired_gap_and_its_standard_error_in_closed_form():
     """Four images: the twin gets 1, 2, 3 right, the other 3, 4: differences 1, 1, 0, -1, mean 1/4, variance
     11/16, standard error sqrt(11/16 / 4) = sqrt(11) / 8, in points x 100."""
