@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--activation", nargs="+", choices=ACTIVATIONS,
                     help="only the profile's ANNs trained with these activations (default: all of them)")
     rp.add_argument("--epochs", type=int, help="override the profile's epochs (its schedule is scaled to fit) (default: the profile's)")
+    rp.add_argument("--width", type=float, help="override the width multiplier of the chosen models, e.g. --arch resnet20 "
+                    "--width 1 for the paper's ResNet20 under the cpu profile's schedule; rows, checkpoints and stage "
+                    "times carry the width, but the notebooks read one width per architecture: give it its own --out "
+                    "(default: the profile's)")
     _energy_args(rp)
     _data_args(rp, dataset=False)
 
@@ -212,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
             profile = replace(profile, seed=args.seed)
         path = reproduce(profile, args.out, data_root=args.data_root, device=args.device,
                          download=args.download, archs=args.arch, activations=args.activation, epochs=args.epochs,
-                         progress=progress, energy=not args.no_energy, costs=EnergyCosts(args.e_mac_pj, args.e_ac_pj))
+                         width=args.width, progress=progress, energy=not args.no_energy, costs=EnergyCosts(args.e_mac_pj, args.e_ac_pj))
         print(summary(profile, path.parent))
         return 0
     if args.command == "notebooks":

@@ -71,9 +71,10 @@ def write_spike_measurements(model: nn.Module, data: Dataset, out: Path, base: d
                     outputs += [{**base, "method": method.name, "variant": method.label, "T": T, "layer": layer,
                                  "neuron": i, "ann_value": round(float(a[i]), 5), "snn_value": round(float(s[i]), 5)}
                                 for i in range(len(a))]
-    merge_rows(out / "first_spike.csv", first, tuple(first[0]), ("arch", "variant", "T", "layer"))
-    merge_rows(out / "layer_outputs.csv", outputs, tuple(outputs[0]), ("arch", "variant", "T", "layer", "neuron"))
+    merge_rows(out / "first_spike.csv", first, tuple(first[0]), ("arch", "width", "variant", "T", "layer"))
+    merge_rows(out / "layer_outputs.csv", outputs, tuple(outputs[0]),
+               ("arch", "width", "variant", "T", "layer", "neuron"))
 
 
-def has_spike_measurements(out: Path, arch: str) -> bool:
-    return any(r["arch"] == arch for r in read_rows(out / "first_spike.csv"))
+def has_spike_measurements(out: Path, arch: str, width: float) -> bool:
+    return any(r["arch"] == arch and float(r["width"]) == width for r in read_rows(out / "first_spike.csv"))

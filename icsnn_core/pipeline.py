@@ -6,6 +6,7 @@ the points it already has.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
@@ -271,19 +272,24 @@ class StageTimes:
                 write_rows(self.path, [{**r, **prov} for r in (*self.rows, total)], self.COLUMNS)
 
 
-def stage_times_name(archs: Sequence[str] | None, activations: Sequence[str] | None) -> str:
+def stage_times_name(archs: Sequence[str] | None, activations: Sequence[str] | None,
+                     width: float | None = None) -> str:
     """``stage_times.csv`` for a whole profile; a run restricted to some of its models (one process per ANN,
-    tools/full_gpu.sh) writes its own, e.g. ``stage_times-vgg16-qcfs.csv``, so processes sharing a folder do not
-    overwrite each other's."""
-    chosen = [*(archs or ()), *(activations or ())]
+    tools/full_gpu.sh) or at another width writes its own, e.g. ``stage_times-vgg16-qcfs.csv`` or
+    ``stage_times-resnet20-w1.csv``, so processes sharing a folder do not overwrite each other's."""
+    chosen = [*(archs or ()), *(activations or ()), *(() if width is None else (f"w{width:g}",))]
     return f"stage_times{''.join(f'-{c}' for c in chosen)}.csv"
 
 
 def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | None = None, device: str = "auto",
               download: bool = False, archs: Sequence[str] | None = None, activations: Sequence[str] | None = None,
-              epochs: int | None = None, progress: bool = True, log: Callable[[str], None] = tqdm.write,
-              energy: bool = True, costs: EnergyCosts = EnergyCosts()) -> Path:
+              epochs: int | None = None, width: float | None = None, progress: bool = True,
+              log: Callable[[str], None] = tqdm.write, energy: bool = True, costs: EnergyCosts = EnergyCosts()) -> Path:
     """Run a profile end to end: train (or reuse) each ANN, then every method at every T. Returns results.csv.
+
+    ``width`` replaces the width multiplier of every chosen model (with ``archs``, e.g. the paper's ResNet20 under
+    the cpu profile's schedule); its rows, checkpoints and stage times carry the width, so they never mix with the
+    profile's own.
 
     ``energy`` / ``costs``: count operations and estimate energy (energy.csv, energy_layers.csv; see
     :func:`evaluate_methods`). ``archs`` / ``activations`` restrict the run to some of the profile's models, e.g. one process per ANN
@@ -297,20 +303,22 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
     progress = progress and distributed.is_main()
     if distributed.world_size() > 1:
         log = _tagged(log, distributed.rank())
+    if width is not None and not (math.isfinite(width) and width > 0):
+        raise ConfigError(f"width must be a positive number, got {width}. Fix: e.g. --width 1 for the paper's channels")
     out = check_out_dir(out_dir)
     check_table(out / "results.csv", RESULT_COLUMNS)  # a file a merge would damage is refused before training
     check_table(out / "curves.csv", CURVE_COLUMNS)
     if energy:
         check_table(out / "energy.csv", ENERGY_COLUMNS)
         check_table(out / "energy_layers.csv", ENERGY_LAYER_COLUMNS)
-    times = StageTimes(out / stage_times_name(archs, activations) if distributed.is_main() else None, device)
+    times = StageTimes(out / stage_times_name(archs, activations, width) if distributed.is_main() else None, device)
     with times.stage("load data"):
         data = load_dataset(profile.dataset, data_root, download=download, seed=profile.seed)
     cfg = replace(profile.train, seed=profile.seed)
     if epochs is not None:
         cfg = cfg.scaled_to(epochs)
-    choices = [m for m in profile.models if (archs is None or m.arch in archs)
-               and (activations is None or m.activation in activations)]
+    choices = [m if width is None else replace(m, width=width) for m in profile.models
+               if (archs is None or m.arch in archs) and (activations is None or m.activation in activations)]
     if not choices:
         raise ConfigError(f"no model of profile {profile.name!r} ({', '.join(f'{m.arch}/{m.activation}' for m in profile.models)}) "
                           f"matches --arch {list(archs or [])} --activation {list(activations or [])}. Fix: name one of those")
@@ -348,10 +356,11 @@ def reproduce(profile: Profile, out_dir: str | os.PathLike, *, data_root: str | 
         base = {"profile": profile.name, "dataset": data.name, "data_source": data.source, "arch": spec.arch,
                 "width": spec.width, "bn": spec.bn, "epochs": cfg.epochs, "recipe": cfg.recipe}
 
-        def spike_figures(snn: nn.Module, arch: str = spec.arch, base: dict[str, object] = base) -> None:
+        def spike_figures(snn: nn.Module, arch: str = spec.arch, width: float = spec.width,
+                          base: dict[str, object] = base) -> None:
             # the paper's Figs. 6-7 are on the ReLU ANN; they take seconds, so they come before the methods
             # and a run cut short still has them
-            if not has_spike_measurements(out, arch):
+            if not has_spike_measurements(out, arch, width):
                 log(f"{arch}: measuring first-spike times and layer outputs (Figs. 6-7)")
                 with times.stage(f"spike measurements {arch}"):
                     write_spike_measurements(snn, data, out, base, **sim)

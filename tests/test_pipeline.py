@@ -226,6 +226,36 @@ def test_the_gpu_profile_runs_end_to_end_on_the_cpu_at_a_tiny_size(tmp_path):
     assert sum(v for k, v in stages.items() if k != "total") <= stages["total"] + 0.05
 
 
+def test_a_width_override_runs_beside_the_profiles_own_width(tmp_path):
+    """``reproduce(width=W)`` (``--width``) builds the chosen models at width W, and its rows, checkpoint, stage
+    times and Figs. 6-7 measurements carry W: a second width in the same folder adds its own and replaces none of
+    the first's. A width that is not a positive number is refused before any work."""
+    from dataclasses import replace
+
+    from icsnn_core.errors import ConfigError
+    from icsnn_core.methods import Method
+    from icsnn_core.profiles import get_profile
+
+    ci = get_profile("ci")
+    tiny = replace(ci, models=ci.models[:1], T_grid=(1, 2), methods={"relu": (Method.make("snn"),)}, n_test=50,
+                   threshold_images=64)
+    for width in (0.5, 0.25):
+        pipeline.reproduce(tiny, tmp_path, width=width, epochs=1, device="cpu", progress=False, log=lambda s: None)
+    rows = read_rows(tmp_path / "results.csv")
+    assert sorted((r["width"], r["T"]) for r in rows) == [("0.25", "1"), ("0.25", "2"), ("0.5", "1"), ("0.5", "2")]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt")) == [
+        "digits-digits-cnn-w0.25-nobn-relu-e1-s0.pt", "digits-digits-cnn-w0.5-nobn-relu-e1-s0.pt"]
+    for figure in ("first_spike.csv", "layer_outputs.csv"):
+        assert {r["width"] for r in read_rows(tmp_path / figure)} == {"0.5", "0.25"}
+    assert {p.name for p in tmp_path.glob("stage_times*.csv")} == {"stage_times-w0.5.csv", "stage_times-w0.25.csv"}
+    macs = {r["width"]: float(r["ann_macs_per_image"]) for r in read_rows(tmp_path / "energy.csv")}
+    assert macs["0.5"] > 3 * macs["0.25"]  # the networks really are of those widths: about width squared
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="width must be a positive number"):
+            pipeline.reproduce(tiny, tmp_path / "bad", width=bad, device="cpu", progress=False, log=lambda s: None)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("command", ["reproduce", "evaluate"])
 @pytest.mark.parametrize("name, content, message", [
     ("out-is-a-file", b"not a folder\n", "is a file, not a folder"),
