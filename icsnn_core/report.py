@@ -204,6 +204,17 @@ def provenance_table(results: pd.DataFrame) -> pd.DataFrame:
     return results[[c for c in cols if c in results]].drop_duplicates().reset_index(drop=True)
 
 
+def width_run(profile: str, arch: str, width: float, results_dir: str | Path | None = None) -> pd.DataFrame | None:
+    """The rows of ``arch`` at ``width`` from a ``--width`` run of ``profile`` (by default in
+    ``results/<profile>-<arch>-w<width>``, where the README's command writes it), or None if there are none."""
+    path = Path(results_dir) if results_dir else results_root() / f"{profile}-{arch}-w{width:g}"
+    if not (path / "results.csv").exists():
+        return None
+    rows = load_results(path)
+    rows = rows[(rows["profile"] == profile) & (rows["arch"] == arch) & (rows["width"] == width)]
+    return rows if len(rows) else None
+
+
 def load_figure_rows(results_dir: str | Path, name: str, results: pd.DataFrame) -> pd.DataFrame:
     """A figure's measurements (``first_spike.csv`` or ``layer_outputs.csv``) for the architectures in ``results``."""
     path = Path(results_dir) / name

@@ -401,3 +401,18 @@ def test_the_api_page_lists_the_public_functions(built_book):
     html = (built_book / "api.html").read_text()
     missing = [n for n in icsnn_core.__all__ if n != "__version__" and f'id="icsnn_core.{n}"' not in html]
     assert not missing, missing
+
+
+def test_width_run_reads_only_that_width_of_that_profile(tmp_path):
+    """The Tables page's 'paper's width' section: the rows of one arch at one width of one profile, from the
+    folder the README's ``--width`` command writes, and None where there is no such run."""
+    from icsnn_core.report import width_run
+
+    assert width_run("cpu", "resnet20", 1.0, tmp_path / "none") is None
+    rows = [{"profile": p, "arch": a, "width": w, "variant": "snn", "T": 8, "accuracy": 80.0, "ann_accuracy": 85.5}
+            for p in ("cpu", "ci") for a in ("resnet20", "vgg16") for w in (0.5, 1.0)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    got = width_run("cpu", "resnet20", 1.0, tmp_path)
+    assert got[["profile", "arch", "width"]].drop_duplicates().values.tolist() == [["cpu", "resnet20", 1.0]]
+    assert got["loss"].tolist() == [5.5]
+    assert width_run("cpu", "resnet20", 2.0, tmp_path) is None
